@@ -1,0 +1,245 @@
+// wiregate.v1 messages and their msgpack codec. Platform-neutral (browser and Node): no `node:`
+// imports, Uint8Array rather than Buffer. See docs/protocol.md for the wire format.
+//
+// Every message is a msgpack array whose first element is the message type. A WebSocket binary
+// frame holds one or more complete msgpack values back to back; each value is one message.
+import { Packr, Unpackr } from 'msgpackr';
+import { ErrorCode } from './codes.js';
+import { topicError, type TopicLimits } from './topic.js';
+import { scanMsgpack, DEFAULT_MAX_DEPTH } from './scan.js';
+
+export const PROTOCOL_VERSION = 1;
+/** The subprotocol a client offers in Sec-WebSocket-Protocol. */
+export const SUBPROTOCOL = 'wiregate.v1';
+/** Same protocol, and the client accepts server frames that carry several messages. */
+export const SUBPROTOCOL_BATCH = 'wiregate.v1.batch';
+
+export const MsgType = {
+  // client -> server
+  SUBSCRIBE: 1,
+  UNSUBSCRIBE: 2,
+  PUBLISH: 3,
+  REQUEST: 4,
+  PING: 5,
+  REFRESH: 6,
+  // server -> client
+  RESULT: 16,
+  ERROR: 17,
+  MESSAGE: 18,
+  PONG: 20,
+  GAP: 21,
+} as const;
+export type MsgTypeValue = (typeof MsgType)[keyof typeof MsgType];
+
+/** Largest request id (ids are unsigned 32-bit; 0 means "no id / no ack wanted"). */
+export const MAX_ID = 0xffffffff;
+
+export type Subscribe = [type: 1, id: number, pattern: string, options?: Record<string, unknown>];
+export type Unsubscribe = [type: 2, id: number, pattern: string];
+export type Publish = [type: 3, id: number, topic: string, payload: unknown, options?: PublishOptions];
+export type Request = [type: 4, id: number, method: string, payload?: unknown];
+export type Ping = [type: 5, id: number];
+export type Refresh = [type: 6, id: number, token: string];
+export type ClientMessage = Subscribe | Unsubscribe | Publish | Request | Ping | Refresh;
+
+export interface PublishOptions {
+  /** When true, the publishing connection does not receive its own message. */
+  noEcho?: boolean;
+}
+
+export type Result = [type: 16, id: number, result?: unknown];
+export type ErrorMsg = [type: 17, id: number, code: number, message: string];
+export type Delivery = [type: 18, topic: string, seq: number, payload: unknown];
+export type Pong = [type: 20, id: number];
+export type Gap = [type: 21, topic: string, dropped: number];
+export type ServerMessage = Result | ErrorMsg | Delivery | Pong | Gap;
+
+/** A message that failed validation: what to answer with. `id` is 0 when it could not be read. */
+export interface ProtocolViolation {
+  id: number;
+  code: number;
+  message: string;
+}
+
+// One shared Unpackr/Packr each: reuse is what makes msgpackr fast. `useRecords: false` keeps the
+// wire standard msgpack (no msgpackr record extension), readable by any msgpack library.
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' } as ConstructorParameters<typeof Unpackr>[0]);
+const packr = new Packr({ useRecords: false, variableMapSize: true, int64AsType: 'number' } as ConstructorParameters<typeof Packr>[0]);
+
+/** Encodes one message (or any value) as standard msgpack. */
+export function encode(value: unknown): Uint8Array {
+  return packr.pack(value);
+}
+
+/** Decodes a single msgpack value (throws on malformed input). */
+export function decode(bytes: Uint8Array): unknown {
+  return unpackr.unpack(bytes);
+}
+
+const SCAN_ERRORS: Record<number, string> = {
+  [-1]: 'truncated msgpack or a declared length beyond the frame',
+  [-2]: 'msgpack nested too deeply',
+  [-3]: 'invalid msgpack byte',
+};
+
+/** Thrown by decodeFrame for bytes that are not well-formed msgpack. */
+export class MalformedFrameError extends Error {
+  override name = 'MalformedFrameError';
+}
+
+/**
+ * Decodes every msgpack value in a frame. Throws MalformedFrameError when the bytes are not
+ * well-formed msgpack (truncated value, impossible declared length, nesting deeper than
+ * `maxDepth`, reserved byte, unknown extension type). The structure is checked before anything is
+ * allocated, see scan.ts.
+ */
+export function decodeFrame(bytes: Uint8Array, maxDepth = DEFAULT_MAX_DEPTH): unknown[] {
+  const count = bytes.length === 0 ? -1 : scanMsgpack(bytes, maxDepth);
+  if (count < 0) throw new MalformedFrameError(bytes.length === 0 ? 'empty frame' : SCAN_ERRORS[count]);
+  if (count === 1) {
+    try {
+      return [unpackr.unpack(bytes)];
+    } catch (err) {
+      throw new MalformedFrameError((err as Error).message);
+    }
+  }
+  try {
+    return unpackr.unpackMultiple(bytes) as unknown[];
+  } catch (err) {
+    throw new MalformedFrameError((err as Error).message);
+  }
+}
+
+function isId(v: unknown): v is number {
+  return typeof v === 'number' && v >= 0 && v <= MAX_ID && Number.isInteger(v);
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !ArrayBuffer.isView(v);
+}
+
+const bad = (id: number, message: string): ProtocolViolation => ({ id, code: ErrorCode.BAD_REQUEST, message });
+
+/**
+ * Checks a decoded value against the client message schema. Returns null when `m` is a valid
+ * ClientMessage (the caller can then read its fields by position), otherwise what to answer.
+ */
+export function validateClientMessage(m: unknown, topicLimits: TopicLimits, maxMethodLength = 128): ProtocolViolation | null {
+  if (!Array.isArray(m) || m.length === 0) return bad(0, 'message must be a non-empty array');
+  const type = m[0];
+  const id = isId(m[1]) ? (m[1] as number) : 0;
+  if (typeof type !== 'number' || !Number.isInteger(type)) return bad(id, 'message type must be an integer');
+  switch (type) {
+    case MsgType.SUBSCRIBE:
+    case MsgType.UNSUBSCRIBE: {
+      if (m.length < 3 || m.length > 4 || (type === MsgType.UNSUBSCRIBE && m.length !== 3)) return bad(id, 'wrong number of fields');
+      if (!isId(m[1])) return bad(0, 'id must be an unsigned 32-bit integer');
+      if (m.length === 4 && !isPlainObject(m[3])) return bad(id, 'options must be a map');
+      const err = topicError(m[2], true, topicLimits);
+      return err === null ? null : { id, code: ErrorCode.INVALID_TOPIC, message: err };
+    }
+    case MsgType.PUBLISH: {
+      if (m.length < 4 || m.length > 5) return bad(id, 'wrong number of fields');
+      if (!isId(m[1])) return bad(0, 'id must be an unsigned 32-bit integer');
+      if (m.length === 5 && m[4] !== null && !isPlainObject(m[4])) return bad(id, 'options must be a map or nil');
+      const err = topicError(m[2], false, topicLimits);
+      return err === null ? null : { id, code: ErrorCode.INVALID_TOPIC, message: err };
+    }
+    case MsgType.REQUEST: {
+      if (m.length < 3 || m.length > 4) return bad(id, 'wrong number of fields');
+      if (!isId(m[1]) || m[1] === 0) return bad(0, 'request id must be an unsigned 32-bit integer > 0');
+      const method = m[2];
+      if (typeof method !== 'string' || method.length === 0 || method.length > maxMethodLength) return bad(id, `method must be a string of 1..${maxMethodLength} characters`);
+      return null;
+    }
+    case MsgType.PING:
+      if (m.length !== 2 || !isId(m[1])) return bad(id, 'ping is [5, id]');
+      return null;
+    case MsgType.REFRESH:
+      if (m.length !== 3 || !isId(m[1])) return bad(id, 'refresh is [6, id, token]');
+      if (typeof m[2] !== 'string' || m[2].length === 0 || m[2].length > 8192) return bad(id, 'token must be a non-empty string');
+      return null;
+    default:
+      return { id, code: ErrorCode.UNKNOWN_TYPE, message: `unknown message type ${type}` };
+  }
+}
+
+// ---- server -> client encoders -------------------------------------------------------------
+
+export function encodeResult(id: number, result?: unknown): Uint8Array {
+  return packr.pack(result === undefined ? [MsgType.RESULT, id] : [MsgType.RESULT, id, result]);
+}
+
+export function encodeError(id: number, code: number, message: string): Uint8Array {
+  return packr.pack([MsgType.ERROR, id, code, message]);
+}
+
+export function encodePong(id: number): Uint8Array {
+  return packr.pack([MsgType.PONG, id]);
+}
+
+export function encodeGap(topic: string, dropped: number): Uint8Array {
+  return packr.pack([MsgType.GAP, topic, dropped]);
+}
+
+/** Encodes a payload value once; deliveries then embed these bytes without re-encoding. */
+export function encodePayload(payload: unknown): Uint8Array {
+  return packr.pack(payload);
+}
+
+/**
+ * Builds a MESSAGE frame `[18, topic, seq, payload]` from an already-encoded payload. Used for
+ * fan-out: the frame is built once per publish and the same bytes go to every subscriber.
+ * `topic` must be a valid topic (ASCII only), which the hub guarantees.
+ */
+export function encodeDelivery(topic: string, seq: number, payload: Uint8Array): Uint8Array {
+  const tlen = topic.length;
+  const out = new Uint8Array(2 + 3 + tlen + 9 + payload.length);
+  let p = 0;
+  out[p++] = 0x94; // fixarray(4)
+  out[p++] = MsgType.MESSAGE;
+  if (tlen < 32) out[p++] = 0xa0 | tlen;
+  else if (tlen < 256) {
+    out[p++] = 0xd9;
+    out[p++] = tlen;
+  } else {
+    out[p++] = 0xda;
+    out[p++] = tlen >>> 8;
+    out[p++] = tlen & 0xff;
+  }
+  for (let i = 0; i < tlen; i++) out[p++] = topic.charCodeAt(i);
+  p = writeUint(out, p, seq);
+  out.set(payload, p);
+  return out.subarray(0, p + payload.length);
+}
+
+function writeUint(out: Uint8Array, p: number, n: number): number {
+  if (n < 128) out[p++] = n;
+  else if (n < 256) {
+    out[p++] = 0xcc;
+    out[p++] = n;
+  } else if (n < 65536) {
+    out[p++] = 0xcd;
+    out[p++] = n >>> 8;
+    out[p++] = n & 0xff;
+  } else if (n < 4294967296) {
+    out[p++] = 0xce;
+    out[p++] = n >>> 24;
+    out[p++] = (n >>> 16) & 0xff;
+    out[p++] = (n >>> 8) & 0xff;
+    out[p++] = n & 0xff;
+  } else {
+    const hi = Math.floor(n / 4294967296);
+    const lo = n >>> 0;
+    out[p++] = 0xcf;
+    out[p++] = hi >>> 24;
+    out[p++] = (hi >>> 16) & 0xff;
+    out[p++] = (hi >>> 8) & 0xff;
+    out[p++] = hi & 0xff;
+    out[p++] = lo >>> 24;
+    out[p++] = (lo >>> 16) & 0xff;
+    out[p++] = (lo >>> 8) & 0xff;
+    out[p++] = lo & 0xff;
+  }
+  return p;
+}

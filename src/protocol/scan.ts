@@ -1,0 +1,108 @@
+// Structural pre-check of msgpack bytes, run before msgpackr allocates anything. Platform-neutral.
+//
+// Walks the bytes once without allocating: every declared length (string, binary, ext, array and
+// map element counts) must fit in the bytes that remain, nesting is bounded, and the
+// never-used byte 0xc1 is rejected. A tiny frame declaring a 4-billion-element array or a
+// 60k-deep nest is refused here in O(frame length), so the decoder behind it never
+// over-allocates or recurses deeply.
+
+export const DEFAULT_MAX_DEPTH = 32;
+
+/**
+ * Returns the number of complete top-level values in `b`, or a negative number when the bytes are
+ * malformed: -1 truncated / bad length, -2 too deep, -3 invalid byte (0xc1).
+ */
+export function scanMsgpack(b: Uint8Array, maxDepth = DEFAULT_MAX_DEPTH): number {
+  const n = b.length;
+  // remaining[d] = values still expected at depth d (depth 0 is unbounded top level)
+  const remaining: number[] = [];
+  let depth = 0;
+  let p = 0;
+  let values = 0;
+  while (p < n) {
+    const t = b[p++];
+    let skip = 0; // bytes of body to skip
+    let children = 0; // child values this value contains
+    if (t <= 0x7f || t >= 0xe0 || (t >= 0xc0 && t <= 0xc3)) {
+      if (t === 0xc1) return -3;
+    } else if (t >= 0xa0 && t <= 0xbf) skip = t & 0x1f;
+    else if (t >= 0x90 && t <= 0x9f) children = t & 0x0f;
+    else if (t >= 0x80 && t <= 0x8f) children = (t & 0x0f) * 2;
+    else {
+      switch (t) {
+        case 0xcc: case 0xd0: skip = 1; break;
+        case 0xcd: case 0xd1: skip = 2; break;
+        case 0xca: case 0xce: case 0xd2: skip = 4; break;
+        case 0xcb: case 0xcf: case 0xd3: skip = 8; break;
+        case 0xd4: skip = 2; break; // fixext 1: type + 1
+        case 0xd5: skip = 3; break;
+        case 0xd6: skip = 5; break;
+        case 0xd7: skip = 9; break;
+        case 0xd8: skip = 17; break;
+        case 0xc4: case 0xd9: // bin8 / str8
+          if (p + 1 > n) return -1;
+          skip = b[p++];
+          break;
+        case 0xc5: case 0xda: // bin16 / str16
+          if (p + 2 > n) return -1;
+          skip = (b[p] << 8) | b[p + 1];
+          p += 2;
+          break;
+        case 0xc6: case 0xdb: // bin32 / str32
+          if (p + 4 > n) return -1;
+          skip = ((b[p] << 24) >>> 0) + ((b[p + 1] << 16) | (b[p + 2] << 8) | b[p + 3]);
+          p += 4;
+          break;
+        case 0xc7: // ext8
+          if (p + 1 > n) return -1;
+          skip = b[p++] + 1;
+          break;
+        case 0xc8: // ext16
+          if (p + 2 > n) return -1;
+          skip = ((b[p] << 8) | b[p + 1]) + 1;
+          p += 2;
+          break;
+        case 0xc9: // ext32
+          if (p + 4 > n) return -1;
+          skip = ((b[p] << 24) >>> 0) + ((b[p + 1] << 16) | (b[p + 2] << 8) | b[p + 3]) + 1;
+          p += 4;
+          break;
+        case 0xdc: // array16
+          if (p + 2 > n) return -1;
+          children = (b[p] << 8) | b[p + 1];
+          p += 2;
+          break;
+        case 0xdd: // array32
+          if (p + 4 > n) return -1;
+          children = ((b[p] << 24) >>> 0) + ((b[p + 1] << 16) | (b[p + 2] << 8) | b[p + 3]);
+          p += 4;
+          break;
+        case 0xde: // map16
+          if (p + 2 > n) return -1;
+          children = ((b[p] << 8) | b[p + 1]) * 2;
+          p += 2;
+          break;
+        case 0xdf: // map32
+          if (p + 4 > n) return -1;
+          children = (((b[p] << 24) >>> 0) + ((b[p + 1] << 16) | (b[p + 2] << 8) | b[p + 3])) * 2;
+          p += 4;
+          break;
+        default:
+          return -3;
+      }
+    }
+    if (skip > n - p) return -1;
+    p += skip;
+    // this value is complete unless it is a non-empty container
+    if (children > 0) {
+      if (children > n - p) return -1; // each child needs at least one byte
+      if (depth >= maxDepth) return -2;
+      remaining[depth++] = children;
+      continue;
+    }
+    // close finished containers
+    while (depth > 0 && --remaining[depth - 1] === 0) depth--;
+    if (depth === 0) values++;
+  }
+  return depth === 0 ? values : -1;
+}
