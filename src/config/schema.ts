@@ -1,0 +1,103 @@
+// The one defaults table. Every option wiregate reads is a row here: its type, default, rule and
+// meaning. Validation, environment variables, CLI flags and docs/configuration.md all derive
+// from it (test/config.test.ts keeps the docs in sync).
+
+export type FieldType = 'int' | 'bool' | 'string' | 'enum' | 'list';
+
+export interface Field {
+  /** Dotted path, e.g. 'heartbeat.interval'. */
+  key: string;
+  type: FieldType;
+  default: unknown;
+  min?: number;
+  max?: number;
+  values?: readonly string[];
+  /** Marks values that must not be printed (secrets). */
+  secret?: boolean;
+  doc: string;
+}
+
+export const COMPRESSION_PRESETS = {
+  off: { enabled: false },
+  // Cheapest CPU; no zlib state kept between messages (memory stays flat per connection), and
+  // server_no_context_takeover lets one compressed broadcast serve every subscriber.
+  fast: { enabled: true, level: 1, memLevel: 8, threshold: 256, serverMaxWindowBits: 15, clientMaxWindowBits: 15, serverNoContextTakeover: true, clientNoContextTakeover: true },
+  // Better ratio on repetitive streams: clients keep their context (upstream telemetry compresses
+  // against previous messages); the server side stays context-free for shared broadcasts.
+  balanced: { enabled: true, level: 3, memLevel: 8, threshold: 128, serverMaxWindowBits: 15, clientMaxWindowBits: 15, serverNoContextTakeover: true, clientNoContextTakeover: false },
+  // Best ratio, most memory and CPU: context takeover both ways.
+  max: { enabled: true, level: 9, memLevel: 9, threshold: 64, serverMaxWindowBits: 15, clientMaxWindowBits: 15, serverNoContextTakeover: false, clientNoContextTakeover: false },
+  // Small windows for memory-constrained peers (microcontrollers) and many idle connections.
+  lowmem: { enabled: true, level: 1, memLevel: 4, threshold: 256, serverMaxWindowBits: 10, clientMaxWindowBits: 10, serverNoContextTakeover: true, clientNoContextTakeover: true },
+} as const;
+export type CompressionPreset = keyof typeof COMPRESSION_PRESETS | 'custom';
+
+const KiB = 1024;
+const MiB = 1024 * 1024;
+
+export const FIELDS: readonly Field[] = [
+  { key: 'host', type: 'string', default: '0.0.0.0', doc: 'Interface to listen on.' },
+  { key: 'port', type: 'int', default: 8080, min: 0, max: 65535, doc: 'TCP port to listen on (0 picks a free port).' },
+  { key: 'path', type: 'string', default: '/ws', doc: 'URL path that accepts WebSocket upgrades; other paths get 404.' },
+  { key: 'maxPayload', type: 'int', default: 64 * KiB, min: 64, max: 64 * MiB, doc: 'Largest inbound message in bytes, checked after decompression too; larger closes with 1009.' },
+  { key: 'requireSubprotocol', type: 'bool', default: false, doc: 'Reject upgrades that do not offer `wiregate.v1` (HTTP 426) instead of assuming it.' },
+  { key: 'allowedOrigins', type: 'list', default: [], doc: 'If non-empty, upgrades whose Origin header is not in this list get HTTP 403.' },
+  { key: 'trustProxy', type: 'bool', default: false, doc: 'Take the client IP from the first X-Forwarded-For entry (only behind a trusted proxy).' },
+
+  { key: 'limits.maxConnections', type: 'int', default: 50_000, min: 1, max: 10_000_000, doc: 'Connections in total; more get HTTP 503 with Retry-After.' },
+  { key: 'limits.maxConnectionsPerIp', type: 'int', default: 0, min: 0, max: 10_000_000, doc: 'Connections per remote IP (0 = unlimited); more get HTTP 429.' },
+  { key: 'limits.maxConnectionsPerUser', type: 'int', default: 0, min: 0, max: 10_000_000, doc: 'Connections per authenticated user (0 = unlimited); more get HTTP 429.' },
+  { key: 'limits.handshakeRate', type: 'int', default: 0, min: 0, max: 1_000_000, doc: 'Upgrades per second per IP, token bucket (0 = unlimited); more get HTTP 429.' },
+  { key: 'limits.handshakeBurst', type: 'int', default: 20, min: 1, max: 1_000_000, doc: 'Token bucket size for limits.handshakeRate.' },
+  { key: 'limits.handshakeTimeout', type: 'int', default: 10_000, min: 100, max: 600_000, doc: 'Milliseconds a TCP connection may take to send a complete upgrade request (slowloris guard).' },
+  { key: 'limits.maxSubscriptions', type: 'int', default: 1000, min: 1, max: 1_000_000, doc: 'Subscriptions per connection; more get error TOO_MANY_SUBSCRIPTIONS.' },
+  { key: 'limits.maxTopicLength', type: 'int', default: 256, min: 1, max: 65535, doc: 'Longest topic or pattern in characters.' },
+  { key: 'limits.maxTopicLevels', type: 'int', default: 16, min: 1, max: 1024, doc: 'Most levels (parts between /) in a topic or pattern.' },
+  { key: 'limits.messageRate', type: 'int', default: 0, min: 0, max: 10_000_000, doc: 'Inbound messages per second per connection, token bucket (0 = unlimited).' },
+  { key: 'limits.messageBurst', type: 'int', default: 200, min: 1, max: 10_000_000, doc: 'Token bucket size for limits.messageRate.' },
+  { key: 'limits.byteRate', type: 'int', default: 0, min: 0, max: 10_000_000_000, doc: 'Inbound bytes per second per connection, token bucket (0 = unlimited).' },
+  { key: 'limits.byteBurst', type: 'int', default: 1 * MiB, min: 1, max: 10_000_000_000, doc: 'Token bucket size for limits.byteRate.' },
+  { key: 'limits.rateLimitGrace', type: 'int', default: 5000, min: 0, max: 3_600_000, doc: 'Milliseconds a connection may stay over its rate (socket paused) before it is closed with 4001.' },
+  { key: 'limits.maxPendingRequests', type: 'int', default: 64, min: 1, max: 100_000, doc: 'Requests per connection whose handler has not settled; more get TOO_MANY_REQUESTS.' },
+  { key: 'limits.maxProtocolErrors', type: 'int', default: 10, min: 1, max: 1_000_000, doc: 'Rejected messages tolerated per connection before it is closed with 4500.' },
+
+  { key: 'outbound.maxBufferedBytes', type: 'int', default: 1 * MiB, min: 1024, max: 1024 * MiB, doc: 'Per-connection outbound byte budget (bytes queued in the socket and in wiregate).' },
+  { key: 'outbound.policy', type: 'enum', default: 'close', values: ['close', 'drop'], doc: 'What happens to a consumer over budget: `close` (4000 SLOW_CONSUMER) or `drop` (skip deliveries, then send GAP).' },
+
+  { key: 'heartbeat.interval', type: 'int', default: 30_000, min: 0, max: 3_600_000, doc: 'Milliseconds of silence after which a connection is pinged (0 disables heartbeats).' },
+  { key: 'heartbeat.timeout', type: 'int', default: 10_000, min: 10, max: 3_600_000, doc: 'Milliseconds to wait for any frame after a ping before terminating the connection.' },
+
+  { key: 'requestTimeout', type: 'int', default: 10_000, min: 1, max: 3_600_000, doc: 'Milliseconds a method handler may take before the caller gets TIMEOUT.' },
+  { key: 'drainTimeout', type: 'int', default: 10_000, min: 0, max: 3_600_000, doc: 'On shutdown, milliseconds to wait for clients to close after 1001 before terminating them.' },
+
+  { key: 'compression.preset', type: 'enum', default: 'off', values: ['off', 'fast', 'balanced', 'max', 'lowmem', 'custom'], doc: 'Named permessage-deflate settings (see the presets table); fields set explicitly override the preset.' },
+  { key: 'compression.enabled', type: 'bool', default: false, doc: 'Negotiate permessage-deflate.' },
+  { key: 'compression.threshold', type: 'int', default: 1024, min: 0, max: 64 * MiB, doc: 'Messages smaller than this many bytes are sent uncompressed.' },
+  { key: 'compression.level', type: 'int', default: 1, min: 0, max: 9, doc: 'zlib compression level.' },
+  { key: 'compression.memLevel', type: 'int', default: 8, min: 1, max: 9, doc: 'zlib memLevel (memory for the compressor state).' },
+  { key: 'compression.serverMaxWindowBits', type: 'int', default: 15, min: 9, max: 15, doc: 'server_max_window_bits: the server compressor window.' },
+  { key: 'compression.clientMaxWindowBits', type: 'int', default: 15, min: 9, max: 15, doc: 'client_max_window_bits requested from clients that support it.' },
+  { key: 'compression.serverNoContextTakeover', type: 'bool', default: true, doc: 'server_no_context_takeover: reset the server compressor after each message.' },
+  { key: 'compression.clientNoContextTakeover', type: 'bool', default: true, doc: 'client_no_context_takeover: ask clients to reset their compressor after each message.' },
+  { key: 'compression.concurrencyLimit', type: 'int', default: 10, min: 1, max: 1024, doc: 'Concurrent zlib operations (ws limiter).' },
+
+  { key: 'httpPublish.apiKey', type: 'string', default: '', secret: true, doc: 'API key for `POST /v1/publish` (`Authorization: Bearer <key>` or `X-Api-Key`). Empty disables the route (404).' },
+  { key: 'httpPublish.maxBodyBytes', type: 'int', default: 1 * MiB, min: 64, max: 64 * MiB, doc: 'Largest publish request body; larger gets HTTP 413.' },
+
+  { key: 'auth.enabled', type: 'bool', default: false, doc: 'Require a JWT on every upgrade (HTTP 401 before the upgrade otherwise).' },
+  { key: 'auth.secret', type: 'string', default: '', secret: true, doc: 'HS256/384/512 shared secret.' },
+  { key: 'auth.publicKey', type: 'string', default: '', doc: 'PEM (SPKI) public key for RS256/ES256 tokens.' },
+  { key: 'auth.jwksFile', type: 'string', default: '', doc: 'Path of a JWKS JSON file (keys picked by kid).' },
+  { key: 'auth.issuer', type: 'string', default: '', doc: 'Required `iss` claim (empty = not checked).' },
+  { key: 'auth.audience', type: 'string', default: '', doc: 'Required `aud` claim (empty = not checked).' },
+
+  { key: 'metrics.enabled', type: 'bool', default: true, doc: 'Serve Prometheus metrics on GET /metrics.' },
+  { key: 'log.level', type: 'enum', default: 'info', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], doc: 'pino log level.' },
+];
+
+export const FIELD_BY_KEY: ReadonlyMap<string, Field> = new Map(FIELDS.map((f) => [f.key, f]));
+
+/** WIREGATE_ + upper snake case of the dotted key: heartbeat.interval -> WIREGATE_HEARTBEAT_INTERVAL. */
+export function envName(key: string): string {
+  return 'WIREGATE_' + key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').replace(/\./g, '_').toUpperCase();
+}
