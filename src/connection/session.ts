@@ -1,0 +1,465 @@
+// One WebSocket connection: inbound decoding and dispatch, outbound sends with a byte budget,
+// subscriptions, pending requests. ws listeners are module-level functions that reach the session
+// through a symbol on the WebSocket, so a connection allocates no closures.
+import type { IncomingHttpHeaders } from 'node:http';
+import type { WebSocket, RawData } from 'ws';
+import { CloseCode, ErrorCode } from '../protocol/codes.js';
+import {
+  MsgType,
+  MalformedFrameError,
+  decodeFrame,
+  encodeError,
+  encodeGap,
+  encodePayload,
+  encodePong,
+  encodeResult,
+  validateClientMessage,
+  type ClientMessage,
+  type PublishOptions,
+} from '../protocol/messages.js';
+import type { Subscriber } from '../pubsub/hub.js';
+import type { Beating } from '../heartbeat/heartbeat.js';
+import { ReplyError } from '../errors.js';
+import type { GatewayCore } from './core.js';
+import { TokenBucket } from './rate.js';
+
+const kSession = Symbol('wiregate.session');
+
+/** What a connection looks like to application code (hooks and handlers). */
+export interface Connection {
+  readonly id: number;
+  readonly ip: string;
+  readonly url: string;
+  readonly headers: IncomingHttpHeaders;
+  readonly protocol: string;
+  /** Authenticated user id, or null. */
+  readonly userId: string | null;
+  /** Verified token claims / identity attached at upgrade, or null. */
+  readonly user: unknown;
+  /** Patterns this connection is subscribed to. */
+  readonly subscriptions: ReadonlySet<string>;
+  /** Free slot for the application. */
+  data: Record<string, unknown>;
+  /** Closes the connection with a WebSocket close code (see CloseCode) and reason. */
+  close(code?: number, reason?: string): void;
+}
+
+export interface RequestContext {
+  readonly connection: Connection;
+  readonly method: string;
+  readonly requestId: number;
+}
+
+export interface SessionInit {
+  ip: string;
+  url: string;
+  headers: IncomingHttpHeaders;
+  protocol: string;
+  batch: boolean;
+  userId: string | null;
+  user: unknown;
+  /** ms epoch when the credentials expire, or null. */
+  expiresAt: number | null;
+  canPublish: ((topic: string) => boolean) | null;
+  canSubscribe: ((pattern: string) => boolean) | null;
+}
+
+const PUBLISH_OPTS_DEFAULT: PublishOptions = {};
+
+export class Session implements Subscriber, Beating, Connection {
+  // hub / heartbeat fields (flat, numbers first)
+  stamp = 0;
+  lastActivity: number;
+  pingAt = 0;
+  pendingRequests = 0;
+  protocolErrors = 0;
+  /** Deliveries skipped under the `drop` policy since the last GAP, by topic. */
+  private dropped: Map<string, number> | null = null;
+  closing = false;
+  readonly subscriptions = new Set<string>();
+  data: Record<string, unknown> = {};
+  readonly ip: string;
+  readonly url: string;
+  readonly headers: IncomingHttpHeaders;
+  readonly protocol: string;
+  readonly batch: boolean;
+  userId: string | null;
+  user: unknown;
+  expiresAt: number | null;
+  canPublish: ((topic: string) => boolean) | null;
+  canSubscribe: ((pattern: string) => boolean) | null;
+  readonly msgBucket: TokenBucket | null;
+  readonly byteBucket: TokenBucket | null;
+  /** Coarse time when inbound reading was paused for exceeding a rate, 0 when not paused. */
+  pausedAt = 0;
+
+  constructor(
+    readonly id: number,
+    readonly ws: WebSocket,
+    readonly core: GatewayCore,
+    init: SessionInit,
+  ) {
+    this.ip = init.ip;
+    this.url = init.url;
+    this.headers = init.headers;
+    this.protocol = init.protocol;
+    this.batch = init.batch;
+    this.userId = init.userId;
+    this.user = init.user;
+    this.expiresAt = init.expiresAt;
+    this.canPublish = init.canPublish;
+    this.canSubscribe = init.canSubscribe;
+    this.lastActivity = core.clock();
+    const lim = core.config.limits;
+    this.msgBucket = lim.messageRate > 0 ? new TokenBucket(lim.messageRate, lim.messageBurst) : null;
+    this.byteBucket = lim.byteRate > 0 ? new TokenBucket(lim.byteRate, lim.byteBurst) : null;
+    (ws as unknown as Record<symbol, Session>)[kSession] = this;
+    ws.on('message', onMessage);
+    ws.on('pong', onPong);
+    ws.on('ping', onPong);
+    ws.on('close', onClose);
+    ws.on('error', onError);
+  }
+
+  // ---- outbound ------------------------------------------------------------------------------
+
+  /** Sends one complete frame, applying the outbound byte budget. Returns false if not sent. */
+  send(frame: Uint8Array): boolean {
+    const ws = this.ws;
+    if (ws.readyState !== 1) return false;
+    const stats = this.core.stats;
+    if (ws.bufferedAmount + frame.length > this.core.config.outbound.maxBufferedBytes) {
+      this.core.slowConsumer(this);
+      return false;
+    }
+    stats.messagesOut++;
+    stats.bytesOut += frame.length;
+    ws.send(frame, SEND_OPTS);
+    return true;
+  }
+
+  /** Hub delivery: shared frame, budget-checked; under the drop policy, counts the gap. */
+  deliver(frame: Uint8Array, topic: string): void {
+    const ws = this.ws;
+    if (ws.readyState !== 1) return;
+    const budget = this.core.config.outbound.maxBufferedBytes;
+    if (ws.bufferedAmount + frame.length > budget) {
+      if (this.core.config.outbound.policy === 'drop') {
+        const d = (this.dropped ??= new Map());
+        d.set(topic, (d.get(topic) ?? 0) + 1);
+        this.core.stats.deliveriesDropped++;
+        return;
+      }
+      this.core.slowConsumer(this);
+      return;
+    }
+    if (this.dropped !== null) this.flushGaps();
+    const stats = this.core.stats;
+    stats.messagesOut++;
+    stats.bytesOut += frame.length;
+    ws.send(frame, SEND_OPTS);
+  }
+
+  /** Tells the client which topics lost deliveries while it was over budget. */
+  private flushGaps(): void {
+    const d = this.dropped!;
+    this.dropped = null;
+    for (const [topic, n] of d) {
+      const f = encodeGap(topic, n);
+      this.core.stats.messagesOut++;
+      this.core.stats.bytesOut += f.length;
+      this.ws.send(f, SEND_OPTS);
+    }
+  }
+
+  sendError(id: number, code: number, message: string): void {
+    this.core.countError(code);
+    this.send(encodeError(id, code, message));
+  }
+
+  close(code: number = CloseCode.NORMAL, reason = ''): void {
+    if (this.closing) return;
+    this.closing = true;
+    // A socket paused by the rate limiter must read again to complete the closing handshake;
+    // anything it reads from now on is discarded (closing).
+    if (this.ws.isPaused) this.ws.resume();
+    this.ws.close(code, reason);
+  }
+
+  // ---- inbound -------------------------------------------------------------------------------
+
+  handleFrame(data: Buffer): void {
+    let msgs: unknown[];
+    try {
+      msgs = decodeFrame(data, this.core.maxDepth);
+    } catch (err) {
+      if (err instanceof MalformedFrameError) {
+        this.core.countError(-1);
+        this.core.stats.malformedFrames++;
+        this.close(CloseCode.INVALID_PAYLOAD, 'malformed msgpack');
+        return;
+      }
+      throw err;
+    }
+    for (let i = 0; i < msgs.length; i++) {
+      if (this.closing) return;
+      this.handleMessage(msgs[i]);
+    }
+  }
+
+  private handleMessage(m: unknown): void {
+    const core = this.core;
+    core.stats.messagesIn++;
+    const bad = validateClientMessage(m, core.topicLimits);
+    if (bad !== null) {
+      this.sendError(bad.id, bad.code, bad.message);
+      this.protocolError();
+      return;
+    }
+    const msg = m as ClientMessage;
+    switch (msg[0]) {
+      case MsgType.PUBLISH:
+        return this.onPublish(msg[1], msg[2], msg[3], msg[4] ?? PUBLISH_OPTS_DEFAULT);
+      case MsgType.REQUEST:
+        return this.onRequest(msg[1], msg[2], msg[3]);
+      case MsgType.SUBSCRIBE:
+        return this.onSubscribe(msg[1], msg[2]);
+      case MsgType.UNSUBSCRIBE:
+        return this.onUnsubscribe(msg[1], msg[2]);
+      case MsgType.PING:
+        this.send(encodePong(msg[1]));
+        return;
+      case MsgType.REFRESH:
+        core.refresh(this, msg[1], msg[2]);
+        return;
+    }
+  }
+
+  protocolError(): void {
+    if (++this.protocolErrors >= this.core.config.limits.maxProtocolErrors) {
+      this.close(CloseCode.BAD_PROTOCOL, 'too many protocol errors');
+    }
+  }
+
+  private onPublish(id: number, topic: string, payload: unknown, opts: PublishOptions): void {
+    const core = this.core;
+    if (core.draining) return this.reply(id, ErrorCode.UNAVAILABLE, 'gateway is shutting down');
+    if (this.canPublish !== null && !this.canPublish(topic)) {
+      this.reply(id, ErrorCode.FORBIDDEN, `not allowed to publish to ${topic}`);
+      return this.protocolError();
+    }
+    const hook = core.hooks.authorizePublish;
+    if (hook === undefined) return this.doPublish(id, topic, payload, opts);
+    settle(
+      () => hook(this, topic, payload),
+      (ok) => (ok ? this.doPublish(id, topic, payload, opts) : this.reply(id, ErrorCode.FORBIDDEN, `not allowed to publish to ${topic}`)),
+      (err) => this.replyThrown(id, err),
+    );
+  }
+
+  private doPublish(id: number, topic: string, payload: unknown, opts: PublishOptions): void {
+    if (this.closing) return;
+    const bytes = encodePayload(payload);
+    const exclude = opts.noEcho === true ? this.id : 0;
+    let seq: number | Promise<number>;
+    try {
+      seq = this.core.hub.publish(topic, bytes, exclude);
+    } catch (err) {
+      return this.replyThrown(id, err);
+    }
+    this.core.stats.publishes++;
+    if (id === 0) {
+      if (typeof seq !== 'number') seq.catch((err) => this.core.log.error({ err }, 'publish failed'));
+      return;
+    }
+    if (typeof seq === 'number') this.send(encodeResult(id, seq));
+    else seq.then((s) => this.send(encodeResult(id, s)), (err) => this.replyThrown(id, err));
+  }
+
+  private onSubscribe(id: number, pattern: string): void {
+    const core = this.core;
+    if (this.subscriptions.has(pattern)) return this.ok(id);
+    if (this.subscriptions.size >= core.config.limits.maxSubscriptions) {
+      return this.reply(id, ErrorCode.TOO_MANY_SUBSCRIPTIONS, `at most ${core.config.limits.maxSubscriptions} subscriptions per connection`);
+    }
+    if (this.canSubscribe !== null && !this.canSubscribe(pattern)) {
+      this.reply(id, ErrorCode.FORBIDDEN, `not allowed to subscribe to ${pattern}`);
+      return this.protocolError();
+    }
+    const hook = core.hooks.authorizeSubscribe;
+    if (hook === undefined) return this.doSubscribe(id, pattern);
+    settle(
+      () => hook(this, pattern),
+      (ok) => (ok ? this.doSubscribe(id, pattern) : this.reply(id, ErrorCode.FORBIDDEN, `not allowed to subscribe to ${pattern}`)),
+      (err) => this.replyThrown(id, err),
+    );
+  }
+
+  private doSubscribe(id: number, pattern: string): void {
+    if (this.closing || this.ws.readyState !== 1) return;
+    if (this.subscriptions.has(pattern)) return this.ok(id);
+    if (this.subscriptions.size >= this.core.config.limits.maxSubscriptions) {
+      return this.reply(id, ErrorCode.TOO_MANY_SUBSCRIPTIONS, `at most ${this.core.config.limits.maxSubscriptions} subscriptions per connection`);
+    }
+    this.subscriptions.add(pattern);
+    this.core.stats.subscriptions++;
+    const r = this.core.hub.subscribe(this, pattern);
+    if (r === undefined) return this.ok(id);
+    r.then(() => this.ok(id), (err) => this.replyThrown(id, err));
+  }
+
+  private onUnsubscribe(id: number, pattern: string): void {
+    if (this.subscriptions.delete(pattern)) {
+      this.core.stats.subscriptions--;
+      const r = this.core.hub.unsubscribe(this, pattern);
+      if (r !== undefined) r.catch((err) => this.core.log.error({ err }, 'broker unsubscribe failed'));
+    }
+    this.ok(id);
+  }
+
+  private onRequest(id: number, method: string, payload: unknown): void {
+    const core = this.core;
+    const handler = core.handlers.get(method);
+    if (handler === undefined) return this.reply(id, ErrorCode.UNKNOWN_METHOD, `unknown method ${method}`);
+    if (core.draining) return this.reply(id, ErrorCode.UNAVAILABLE, 'gateway is shutting down');
+    if (this.pendingRequests >= core.config.limits.maxPendingRequests) {
+      return this.reply(id, ErrorCode.TOO_MANY_REQUESTS, `at most ${core.config.limits.maxPendingRequests} requests in flight per connection`);
+    }
+    core.stats.requests++;
+    const ctx: RequestContext = { connection: this, method, requestId: id };
+    let result: unknown;
+    try {
+      result = handler(ctx, payload);
+    } catch (err) {
+      return this.replyThrown(id, err);
+    }
+    if (!isThenable(result)) {
+      this.sendResult(id, result);
+      return;
+    }
+    this.pendingRequests++;
+    let done = false;
+    const timer = setTimeout(() => {
+      if (done) return;
+      done = true;
+      this.pendingRequests--;
+      core.stats.requestTimeouts++;
+      this.reply(id, ErrorCode.TIMEOUT, `method ${method} timed out after ${core.config.requestTimeout} ms`);
+    }, core.config.requestTimeout);
+    result.then(
+      (value) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        this.pendingRequests--;
+        this.sendResult(id, value);
+      },
+      (err) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        this.pendingRequests--;
+        this.replyThrown(id, err);
+      },
+    );
+  }
+
+  private sendResult(id: number, value: unknown): void {
+    let frame: Uint8Array;
+    try {
+      frame = encodeResult(id, value === undefined ? null : value);
+    } catch (err) {
+      this.core.log.error({ err }, 'cannot encode handler result');
+      return this.reply(id, ErrorCode.INTERNAL, 'result could not be encoded');
+    }
+    this.send(frame);
+  }
+
+  private ok(id: number): void {
+    if (id !== 0) this.send(encodeResult(id));
+  }
+
+  /** Sends an ERROR for request `id` (or a connection-level one when id is 0 and it matters). */
+  reply(id: number, code: number, message: string): void {
+    this.sendError(id, code, message);
+  }
+
+  replyThrown(id: number, err: unknown): void {
+    if (err instanceof ReplyError) return this.reply(id, err.code, err.message);
+    this.core.log.warn({ err, connection: this.id }, 'handler or hook failed');
+    this.reply(id, ErrorCode.HANDLER_ERROR, 'handler failed');
+  }
+
+  /** Called once when the socket has closed: removes every subscription. */
+  cleanup(): void {
+    const hub = this.core.hub;
+    for (const pattern of this.subscriptions) {
+      const r = hub.unsubscribe(this, pattern);
+      if (r !== undefined) r.catch(() => {});
+    }
+    this.core.stats.subscriptions -= this.subscriptions.size;
+    this.subscriptions.clear();
+  }
+}
+
+const SEND_OPTS = { binary: true } as const;
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as { then?: unknown }).then === 'function';
+}
+
+/** Runs a hook that may return a value or a promise; calls ok/fail without an extra tick when sync. */
+function settle<T>(fn: () => T | PromiseLike<T>, ok: (v: T) => void, fail: (err: unknown) => void): void {
+  let r: T | PromiseLike<T>;
+  try {
+    r = fn();
+  } catch (err) {
+    return fail(err);
+  }
+  if (isThenable(r)) (r as PromiseLike<T>).then(ok, fail);
+  else ok(r as T);
+}
+
+// ---- module-level ws listeners (this = the WebSocket) ------------------------------------------
+
+function sessionOf(ws: WebSocket): Session {
+  return (ws as unknown as Record<symbol, Session>)[kSession];
+}
+
+function onMessage(this: WebSocket, data: RawData, isBinary: boolean): void {
+  const s = sessionOf(this);
+  const core = s.core;
+  s.lastActivity = core.clock();
+  if (s.closing) return;
+  const buf = data as Buffer; // binaryType 'nodebuffer': always a Buffer
+  core.stats.framesIn++;
+  core.stats.bytesIn += buf.length;
+  if (!isBinary) {
+    core.countError(-2);
+    s.close(CloseCode.UNSUPPORTED_DATA, 'binary frames only');
+    return;
+  }
+  if (s.msgBucket !== null || s.byteBucket !== null) {
+    if (!core.admitInbound(s, buf.length)) return;
+  }
+  try {
+    s.handleFrame(buf);
+  } catch (err) {
+    core.log.error({ err, connection: s.id }, 'unexpected error handling a frame');
+    s.close(CloseCode.INTERNAL_ERROR, 'internal error');
+  }
+}
+
+function onPong(this: WebSocket): void {
+  const s = sessionOf(this);
+  s.lastActivity = s.core.clock();
+}
+
+function onClose(this: WebSocket, code: number, reason: Buffer): void {
+  sessionOf(this).core.closed(sessionOf(this), code, reason.toString());
+}
+
+function onError(this: WebSocket, err: Error): void {
+  const s = sessionOf(this);
+  s.core.onSocketError(s, err);
+}

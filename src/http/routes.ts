@@ -1,0 +1,99 @@
+// Plain HTTP routes: health, readiness, Prometheus metrics, runtime info and the publish API.
+import { timingSafeEqual, createHash } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { decode } from '../protocol/messages.js';
+import { SUBPROTOCOL } from '../protocol/messages.js';
+import { topicError } from '../protocol/topic.js';
+import { readBody, sendJson } from '../transport/http-util.js';
+import type { Gateway } from '../gateway.js';
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+export function createHttpHandler(gw: Gateway): (req: IncomingMessage, res: ServerResponse) => void {
+  const keyDigest = gw.config.httpPublish.apiKey ? digest(gw.config.httpPublish.apiKey) : null;
+
+  const authorized = (req: IncomingMessage): boolean => {
+    if (keyDigest === null) return false;
+    const auth = req.headers.authorization;
+    let key: string | undefined;
+    if (auth && auth.startsWith('Bearer ')) key = auth.slice(7).trim();
+    else {
+      const h = req.headers['x-api-key'];
+      key = Array.isArray(h) ? h[0] : h;
+    }
+    return key !== undefined && timingSafeEqual(digest(key), keyDigest);
+  };
+
+  const publish = async (req: IncomingMessage, res: ServerResponse) => {
+    if (!authorized(req)) return sendJson(res, 401, { error: 'UNAUTHORIZED', message: 'missing or wrong API key' }, { 'WWW-Authenticate': 'Bearer' });
+    const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+    const isMsgpack = type === 'application/msgpack' || type === 'application/x-msgpack' || type === 'application/vnd.msgpack';
+    if (!isMsgpack && type !== 'application/json') {
+      return sendJson(res, 415, { error: 'UNSUPPORTED_MEDIA_TYPE', message: 'use application/json or application/msgpack' });
+    }
+    const body = await readBody(req, res, gw.config.httpPublish.maxBodyBytes);
+    if (body === null) return;
+    let msg: unknown;
+    try {
+      msg = isMsgpack ? decode(body) : JSON.parse(body.toString('utf8'));
+    } catch {
+      return sendJson(res, 400, { error: 'BAD_REQUEST', message: isMsgpack ? 'body is not valid msgpack' : 'body is not valid JSON' });
+    }
+    if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) {
+      return sendJson(res, 400, { error: 'BAD_REQUEST', message: 'body must be an object {topic, payload}' });
+    }
+    const { topic, payload } = msg as { topic?: unknown; payload?: unknown };
+    const terr = topicError(topic, false, gw.topicLimits);
+    if (terr !== null) return sendJson(res, 400, { error: 'INVALID_TOPIC', message: terr });
+    if (payload === undefined) return sendJson(res, 400, { error: 'BAD_REQUEST', message: 'payload is required' });
+    if (gw.draining) return sendJson(res, 503, { error: 'UNAVAILABLE', message: 'server shutting down' }, { 'Retry-After': 1 });
+    const { seq } = await gw.publish(topic as string, payload);
+    gw.stats.httpPublishes++;
+    sendJson(res, 200, { seq });
+  };
+
+  return (req, res) => {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q === -1 ? url : url.slice(0, q);
+    const method = req.method ?? 'GET';
+    if (path === '/v1/publish') {
+      if (gw.config.httpPublish.apiKey === '') return sendJson(res, 404, { error: 'NOT_FOUND', message: 'HTTP publish API is disabled (set httpPublish.apiKey)' });
+      if (method !== 'POST') return sendJson(res, 405, { error: 'METHOD_NOT_ALLOWED', message: 'use POST' }, { Allow: 'POST' });
+      publish(req, res).catch((err) => {
+        gw.log.error({ err }, 'HTTP publish failed');
+        if (!res.headersSent) sendJson(res, 500, { error: 'INTERNAL', message: 'publish failed' });
+      });
+      return;
+    }
+    if (method !== 'GET' && method !== 'HEAD') return sendJson(res, 405, { error: 'METHOD_NOT_ALLOWED', message: 'use GET' }, { Allow: 'GET' });
+    switch (path) {
+      case '/healthz':
+        return sendJson(res, 200, { status: 'ok' });
+      case '/readyz':
+        return gw.draining ? sendJson(res, 503, { ready: false, reason: 'draining' }) : sendJson(res, 200, { ready: true });
+      case '/info':
+        return sendJson(res, 200, { ...gw.info, connections: gw.connections, path: gw.config.path, draining: gw.draining });
+      case '/metrics':
+        if (!gw.metrics) return sendJson(res, 404, { error: 'NOT_FOUND', message: 'metrics disabled' });
+        gw.metrics.metrics().then(
+          (text) => {
+            res.writeHead(200, { 'Content-Type': gw.metrics!.contentType });
+            res.end(text);
+          },
+          (err) => {
+            gw.log.error({ err }, 'metrics failed');
+            sendJson(res, 500, { error: 'INTERNAL', message: 'metrics failed' });
+          },
+        );
+        return;
+      default:
+        if (path === gw.config.path) {
+          return sendJson(res, 426, { error: 'UPGRADE_REQUIRED', message: `WebSocket endpoint: connect with a WebSocket client offering subprotocol ${SUBPROTOCOL}` }, { Upgrade: 'websocket', Connection: 'Upgrade' });
+        }
+        return sendJson(res, 404, { error: 'NOT_FOUND', message: 'not found' });
+    }
+  };
+}

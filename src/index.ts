@@ -1,0 +1,11 @@
+// Public API.
+export { createGateway, Gateway, type CreateGatewayOptions, type EmbedOptions, type PublishResult, type Authenticate } from './gateway.js';
+export { ReplyError } from './errors.js';
+export { resolveConfig, ConfigError, type GatewayConfig, type GatewayOptions } from './config/index.js';
+export { COMPRESSION_PRESETS, FIELDS as CONFIG_FIELDS } from './config/schema.js';
+export type { Connection, RequestContext } from './connection/session.js';
+export type { Hooks, MethodHandler, Stats } from './connection/core.js';
+export type { Broker, BrokerDeliver } from './pubsub/broker.js';
+export { MemoryBroker } from './pubsub/memory-broker.js';
+export { AuthError, type Identity } from './auth/jwt.js';
+export * from './protocol/index.js';

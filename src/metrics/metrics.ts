@@ -1,0 +1,80 @@
+// Prometheus exposition. The hot path only bumps plain numbers in Stats; prom-client reads them
+// through collect() callbacks when /metrics is scraped, so metrics cost nothing between scrapes.
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { errorCodeName } from '../protocol/codes.js';
+import type { Stats } from '../connection/core.js';
+
+export function createMetrics(stats: Stats, live: { connections(): number; patterns(): number; draining(): boolean }): Registry {
+  const register = new Registry();
+  collectDefaultMetrics({ register, eventLoopMonitoringPrecision: 20 });
+
+  const counter = (name: string, help: string, read: () => number) => {
+    let last = 0;
+    new Counter({
+      name,
+      help,
+      registers: [register],
+      collect() {
+        const v = read();
+        if (v > last) this.inc(v - last);
+        last = v;
+      },
+    });
+  };
+  const gauge = (name: string, help: string, read: () => number) => {
+    new Gauge({ name, help, registers: [register], collect() { this.set(read()); } });
+  };
+
+  gauge('wiregate_connections', 'Open WebSocket connections', live.connections);
+  gauge('wiregate_subscriptions', 'Active subscriptions (connection x pattern)', () => stats.subscriptions);
+  gauge('wiregate_subscription_patterns', 'Distinct subscribed patterns on this node', live.patterns);
+  gauge('wiregate_draining', '1 while the gateway is shutting down', () => (live.draining() ? 1 : 0));
+  counter('wiregate_connections_opened_total', 'WebSocket connections accepted', () => stats.connectionsOpened);
+  counter('wiregate_connections_closed_total', 'WebSocket connections closed', () => stats.connectionsClosed);
+  counter('wiregate_frames_in_total', 'Binary and text frames received', () => stats.framesIn);
+  counter('wiregate_messages_in_total', 'Protocol messages received', () => stats.messagesIn);
+  counter('wiregate_bytes_in_total', 'Bytes of message payload received (after decompression)', () => stats.bytesIn);
+  counter('wiregate_messages_out_total', 'Frames sent to clients', () => stats.messagesOut);
+  counter('wiregate_bytes_out_total', 'Bytes of frames sent to clients (before compression)', () => stats.bytesOut);
+  counter('wiregate_publishes_total', 'Messages published (WebSocket, HTTP and server API)', () => stats.publishes);
+  counter('wiregate_requests_total', 'Requests dispatched to method handlers', () => stats.requests);
+  counter('wiregate_request_timeouts_total', 'Requests answered with TIMEOUT', () => stats.requestTimeouts);
+  counter('wiregate_malformed_frames_total', 'Frames that were not well-formed msgpack (closed with 1007)', () => stats.malformedFrames);
+  counter('wiregate_deliveries_dropped_total', 'Deliveries skipped for slow consumers under the drop policy', () => stats.deliveriesDropped);
+  counter('wiregate_slow_consumer_closes_total', 'Connections closed with 4000 SLOW_CONSUMER', () => stats.slowConsumerCloses);
+  counter('wiregate_rate_limit_pauses_total', 'Times a connection was paused for exceeding its rate', () => stats.rateLimitPauses);
+  counter('wiregate_rate_limit_closes_total', 'Connections closed with 4001 RATE_LIMITED', () => stats.rateLimitCloses);
+  counter('wiregate_heartbeat_pings_total', 'Heartbeat pings sent', () => stats.heartbeatPings);
+  counter('wiregate_heartbeat_terminations_total', 'Connections terminated for not answering heartbeats', () => stats.heartbeatTerminations);
+  counter('wiregate_http_publishes_total', 'Messages published through POST /v1/publish', () => stats.httpPublishes);
+
+  const lastErr = new Map<number, number>();
+  new Counter({
+    name: 'wiregate_errors_total',
+    help: 'Errors answered to clients, by code (MALFORMED_FRAME and TEXT_FRAME close the connection)',
+    labelNames: ['code'],
+    registers: [register],
+    collect() {
+      for (const [code, v] of stats.errors) {
+        const d = v - (lastErr.get(code) ?? 0);
+        if (d > 0) this.inc({ code: code === -1 ? 'MALFORMED_FRAME' : code === -2 ? 'TEXT_FRAME' : errorCodeName(code) }, d);
+        lastErr.set(code, v);
+      }
+    },
+  });
+  const lastRej = new Map<string, number>();
+  new Counter({
+    name: 'wiregate_upgrades_rejected_total',
+    help: 'Upgrade requests refused before a WebSocket existed, by reason',
+    labelNames: ['reason'],
+    registers: [register],
+    collect() {
+      for (const [reason, v] of stats.upgradesRejected) {
+        const d = v - (lastRej.get(reason) ?? 0);
+        if (d > 0) this.inc({ reason }, d);
+        lastRej.set(reason, v);
+      }
+    },
+  });
+  return register;
+}

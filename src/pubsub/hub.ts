@@ -1,0 +1,83 @@
+// Local fan-out. The hub keeps this node's subscriptions in a trie, tells the broker which
+// patterns this node needs, and turns each brokered message into ONE delivery frame whose bytes
+// are handed to every matching subscriber.
+import { encodeDelivery } from '../protocol/messages.js';
+import type { Broker } from './broker.js';
+import { SubscriptionTrie } from './trie.js';
+
+export interface Subscriber {
+  /** Unique non-zero id (used for publisher exclusion). */
+  readonly id: number;
+  /** Last delivery stamp seen: de-duplicates overlapping patterns within one publish. */
+  stamp: number;
+  /** Hands a complete, shared MESSAGE frame to the subscriber. Must not modify `frame`. */
+  deliver(frame: Uint8Array, topic: string, seq: number): void;
+}
+
+export class Hub {
+  private readonly trie = new SubscriptionTrie<Subscriber>();
+  private stamp = 0;
+  private depth = 0;
+  private readonly scratch: Set<Subscriber>[] = [];
+  /** Deliveries handed to subscribers (after de-duplication and exclusion). */
+  deliveries = 0;
+  /** Messages received from the broker. */
+  messages = 0;
+
+  constructor(readonly broker: Broker) {}
+
+  start(): void | Promise<void> {
+    return this.broker.start((topic, seq, payload, exclude) => this.deliver(topic, seq, payload, exclude));
+  }
+
+  get patternCount(): number {
+    return this.trie.patterns;
+  }
+
+  /** Adds `sub` to `pattern` (idempotent per subscriber; the caller tracks its own patterns). */
+  subscribe(sub: Subscriber, pattern: string): void | Promise<void> {
+    if (this.trie.add(pattern, sub)) return this.broker.subscribe(pattern);
+  }
+
+  unsubscribe(sub: Subscriber, pattern: string): void | Promise<void> {
+    if (this.trie.remove(pattern, sub)) return this.broker.unsubscribe(pattern);
+  }
+
+  /** Publishes an encoded payload; resolves to the topic sequence number. */
+  publish(topic: string, payload: Uint8Array, exclude = 0): number | Promise<number> {
+    return this.broker.publish(topic, payload, exclude);
+  }
+
+  /** Delivers one brokered message to every local subscriber whose pattern matches. */
+  deliver(topic: string, seq: number, payload: Uint8Array, exclude: number): void {
+    this.messages++;
+    // A subscriber callback may publish again (re-entrancy): only the outermost call uses scratch.
+    const sets = this.depth++ === 0 ? this.scratch : [];
+    const n = this.trie.match(topic, sets);
+    if (n === 0) {
+      this.depth--;
+      return;
+    }
+    const frame = encodeDelivery(topic, seq, payload);
+    const stamp = ++this.stamp;
+    let count = 0;
+    try {
+      for (let i = 0; i < n; i++) {
+        for (const sub of sets[i]) {
+          if (sub.stamp === stamp || sub.id === exclude) continue;
+          sub.stamp = stamp;
+          count++;
+          sub.deliver(frame, topic, seq);
+        }
+      }
+    } finally {
+      sets.length = 0;
+      this.depth--;
+      this.deliveries += count;
+    }
+  }
+
+  close(): void | Promise<void> {
+    return this.broker.close();
+  }
+}

@@ -1,0 +1,357 @@
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import WebSocket from 'ws';
+import { Packr } from 'msgpackr';
+import { ReplyError, createGateway, CloseCode, ErrorCode } from '../src/index.js';
+import { connect, rejectedUpgrade, startGateway, type Started } from './helpers.js';
+
+describe('pub/sub', () => {
+  let s: Started;
+  before(async () => {
+    s = await startGateway();
+  });
+  after(() => s.gw.close());
+
+  test('exact and wildcard subscriptions across several clients', async () => {
+    const [a, b, c, pub] = await Promise.all([connect(s.url), connect(s.url), connect(s.url), connect(s.url)]);
+    assert.deepEqual(await a.subscribe('sensors/42/temp'), [16, 1]);
+    assert.deepEqual(await b.subscribe('sensors/+/temp'), [16, 1]);
+    assert.deepEqual(await c.subscribe('sensors/#'), [16, 1]);
+    const r = await pub.publish('sensors/42/temp', { v: 21.5 });
+    assert.deepEqual(r, [16, 1, 1], 'publish ack carries the sequence number');
+    for (const cl of [a, b, c]) assert.deepEqual(await cl.delivery(), [18, 'sensors/42/temp', 1, { v: 21.5 }]);
+
+    await pub.publish('sensors/7/humidity', 55);
+    assert.deepEqual(await c.delivery(), [18, 'sensors/7/humidity', 1, 55]);
+    await pub.publish('sensors/42/temp', 22);
+    assert.deepEqual(await b.delivery(), [18, 'sensors/42/temp', 2, 22], 'seq increases per topic');
+    assert.deepEqual(await a.delivery(), [18, 'sensors/42/temp', 2, 22]);
+    assert.deepEqual(await c.delivery(), [18, 'sensors/42/temp', 2, 22]);
+    // a and b never saw humidity
+    assert.equal(a.messages.length + b.messages.length, 0);
+    await Promise.all([a, b, c, pub].map((x) => x.close()));
+  });
+
+  test('overlapping patterns deliver once; noEcho excludes the publisher; unsubscribe stops delivery', async () => {
+    const a = await connect(s.url);
+    await a.subscribe('game/+/state');
+    await a.subscribe('game/#');
+    await a.publish('game/1/state', 'x');
+    assert.deepEqual(await a.delivery(), [18, 'game/1/state', 1, 'x']);
+    await a.publish('game/1/state', 'y', { noEcho: true });
+    await a.publish('game/2/state', 'z');
+    const d = await a.delivery();
+    assert.deepEqual(d, [18, 'game/2/state', 1, 'z'], 'no duplicate and no echo of y');
+    assert.equal((await a.call(2, 'game/#'))[0], 16);
+    assert.equal((await a.call(2, 'game/+/state'))[0], 16);
+    await a.publish('game/3/state', 'w');
+    const pong = await a.call(5);
+    assert.equal(pong[0], 20, 'app-level ping answered with pong');
+    assert.equal(a.messages.length, 0, 'no delivery after unsubscribe');
+    await a.close();
+  });
+
+  test('server-side publish reaches subscribers, subscriptions are cleaned up on close', async () => {
+    const a = await connect(s.url);
+    await a.subscribe('alerts/#');
+    const { seq } = await s.gw.publish('alerts/fire', { level: 3 });
+    assert.equal(seq, 1);
+    assert.deepEqual(await a.delivery(), [18, 'alerts/fire', 1, { level: 3 }]);
+    assert.ok(s.gw.stats.subscriptions >= 1);
+    await a.close();
+    await waitUntil(() => s.gw.connections === 0);
+    assert.equal(s.gw.stats.subscriptions, 0);
+    assert.equal(s.gw.hub.patternCount, 0);
+    await assert.rejects(s.gw.publish('bad/+', 1), /invalid topic/);
+  });
+
+  test('a frame may carry several messages', async () => {
+    const a = await connect(s.url);
+    a.send([1, 1, 'batch/t'], [3, 2, 'batch/t', 'one'], [3, 3, 'batch/t', 'two']);
+    assert.deepEqual(await a.next((m) => m[0] === 16 && m[1] === 3), [16, 3, 2]);
+    assert.deepEqual((await a.delivery())[3], 'one');
+    assert.deepEqual((await a.delivery())[3], 'two');
+    await a.close();
+  });
+});
+
+describe('request/response', () => {
+  let s: Started;
+  before(async () => {
+    s = await startGateway({ requestTimeout: 100 });
+    s.gw.handle('echo', (_ctx, p) => p);
+    s.gw.handle('add', async (_ctx, p) => {
+      const { a, b } = p as { a: number; b: number };
+      return a + b;
+    });
+    s.gw.handle('whoami', (ctx) => ({ id: ctx.connection.id, method: ctx.method }));
+    s.gw.handle('fail', () => {
+      throw new ReplyError(4040, 'no such thing');
+    });
+    s.gw.handle('crash', async () => {
+      throw new Error('secret internals');
+    });
+    s.gw.handle('slow', () => new Promise(() => {}));
+  });
+  after(() => s.gw.close());
+
+  test('sync and async handlers, context, errors and timeouts', async () => {
+    const c = await connect(s.url);
+    const bin = new Uint8Array([1, 2, 3]);
+    const echo = await c.request('echo', { bin, n: [1, 2] });
+    assert.equal(echo[0], 16);
+    assert.deepEqual(echo[2], { bin: Buffer.from(bin), n: [1, 2] });
+    assert.deepEqual((await c.request('add', { a: 2, b: 3 })).slice(0, 3), [16, 2, 5]);
+    const who = (await c.request('whoami'))[2] as { id: number; method: string };
+    assert.equal(who.method, 'whoami');
+    assert.equal(typeof who.id, 'number');
+    assert.deepEqual(await c.request('fail'), [17, 4, 4040, 'no such thing']);
+    assert.deepEqual(await c.request('crash'), [17, 5, ErrorCode.HANDLER_ERROR, 'handler failed']);
+    assert.deepEqual(await c.request('nope'), [17, 6, ErrorCode.UNKNOWN_METHOD, 'unknown method nope']);
+    const t = await c.request('slow');
+    assert.equal(t[2], ErrorCode.TIMEOUT);
+    // the connection is still fine afterwards
+    assert.deepEqual((await c.request('echo', 'ok')).slice(2), ['ok']);
+    await c.close();
+  });
+
+  test('ReplyError rejects codes below the application range', () => {
+    assert.throws(() => new ReplyError(5, 'x'), RangeError);
+    assert.equal(new ReplyError(ErrorCode.FORBIDDEN, 'x').code, 104);
+  });
+});
+
+describe('bad input keeps the gateway serving others', () => {
+  let s: Started;
+  before(async () => {
+    s = await startGateway({ limits: { maxSubscriptions: 2, maxProtocolErrors: 3 } });
+  });
+  after(() => s.gw.close());
+
+  test('text frame -> 1003, malformed msgpack -> 1007, healthy client keeps receiving', async () => {
+    const healthy = await connect(s.url);
+    await healthy.subscribe('h/t');
+    const text = await connect(s.url);
+    text.ws.send('hello');
+    assert.equal((await text.closed).code, CloseCode.UNSUPPORTED_DATA);
+    const bad = await connect(s.url);
+    bad.ws.send(Buffer.from([0x93, 0x01])); // array of 3 with one element
+    assert.equal((await bad.closed).code, CloseCode.INVALID_PAYLOAD);
+    const deep = await connect(s.url);
+    deep.ws.send(Buffer.alloc(1000, 0x91));
+    assert.equal((await deep.closed).code, CloseCode.INVALID_PAYLOAD);
+    const huge = await connect(s.url);
+    huge.ws.send(Buffer.from([0xdd, 0xff, 0xff, 0xff, 0xff, 0x01]));
+    assert.equal((await huge.closed).code, CloseCode.INVALID_PAYLOAD);
+    await s.gw.publish('h/t', 'still here');
+    assert.deepEqual(await healthy.delivery(), [18, 'h/t', 1, 'still here']);
+    await healthy.close();
+  });
+
+  test('semantic errors get ERROR replies; too many close with 4500', async () => {
+    const c = await connect(s.url);
+    c.send([99, 7]);
+    assert.deepEqual(await c.next(), [17, 7, ErrorCode.UNKNOWN_TYPE, 'unknown message type 99']);
+    c.send({ not: 'an array' });
+    assert.deepEqual(await c.next(), [17, 0, ErrorCode.BAD_REQUEST, 'message must be a non-empty array']);
+    const r = await c.call(1, 'a/#/b');
+    assert.equal(r[2], ErrorCode.INVALID_TOPIC);
+    assert.equal((await c.closed).code, CloseCode.BAD_PROTOCOL);
+  });
+
+  test('field types, topic rules and subscription limit', async () => {
+    const c = await connect(s.url);
+    c.send([3, 'x', 't', 1]);
+    assert.deepEqual((await c.next()).slice(0, 3), [17, 0, ErrorCode.BAD_REQUEST]);
+    assert.equal((await c.call(3, 'a/+', 1))[2], ErrorCode.INVALID_TOPIC);
+    await c.close();
+    const d = await connect(s.url);
+    assert.equal((await d.call(3, 'bad topic', 1))[2], ErrorCode.INVALID_TOPIC);
+    assert.equal((await d.call(4, '', 1))[2], ErrorCode.BAD_REQUEST);
+    await d.close();
+    const e = await connect(s.url);
+    await e.subscribe('a');
+    await e.subscribe('b');
+    assert.equal((await e.subscribe('c'))[2], ErrorCode.TOO_MANY_SUBSCRIPTIONS);
+    assert.deepEqual(await e.subscribe('a'), [16, 4], 'resubscribing is idempotent');
+    await e.close();
+  });
+
+  test('oversize frame closes with 1009', async () => {
+    const small = await startGateway({ maxPayload: 1024 });
+    const c = await connect(small.url);
+    c.ws.send(Buffer.alloc(2048));
+    assert.equal((await c.closed).code, CloseCode.MESSAGE_TOO_BIG);
+    await small.gw.close();
+  });
+});
+
+describe('upgrade policy and HTTP', () => {
+  test('subprotocol negotiation, wrong path, plain GET', async () => {
+    const s = await startGateway({ httpPublish: { apiKey: 'k' } });
+    const c = await connect(s.url, ['wiregate.v1.batch', 'wiregate.v1']);
+    assert.equal(c.ws.protocol, 'wiregate.v1.batch');
+    await c.close();
+    const none = await connect(s.url, []);
+    assert.equal(none.ws.protocol, '', 'no subprotocol offered is accepted as v1 by default');
+    await none.close();
+    const wrong = await rejectedUpgrade(s.url, ['mqtt']);
+    assert.equal(wrong.status, 426);
+    assert.equal(wrong.body.error, 'SUBPROTOCOL_REQUIRED');
+    const path = await rejectedUpgrade(`ws://127.0.0.1:${s.port}/other`);
+    assert.equal(path.status, 404);
+    const get = await fetch(`${s.http}/ws`);
+    assert.equal(get.status, 426);
+    assert.equal((await fetch(`${s.http}/nothing`)).status, 404);
+    await s.gw.close();
+  });
+
+  test('requireSubprotocol refuses clients that offer none', async () => {
+    const s = await startGateway({ requireSubprotocol: true });
+    const r = await rejectedUpgrade(s.url, []);
+    assert.equal(r.status, 426);
+    await s.gw.close();
+  });
+
+  test('healthz, readyz, info, metrics', async () => {
+    const s = await startGateway();
+    const c = await connect(s.url);
+    await c.subscribe('m/t');
+    c.ws.send('text');
+    await c.closed;
+    assert.deepEqual(await (await fetch(`${s.http}/healthz`)).json(), { status: 'ok' });
+    assert.deepEqual(await (await fetch(`${s.http}/readyz`)).json(), { ready: true });
+    const info = (await (await fetch(`${s.http}/info`)).json()) as Record<string, any>;
+    assert.match(info.ws, /^8\./);
+    assert.match(info.masking, /bufferutil|websocketMask|JavaScript/);
+    assert.match(info.utf8Validation, /isUtf8|utf-8-validate|JavaScript/);
+    assert.equal(info.compression.enabled, false);
+    const metrics = await (await fetch(`${s.http}/metrics`)).text();
+    assert.match(metrics, /wiregate_connections_opened_total 1/);
+    assert.match(metrics, /wiregate_errors_total\{code="TEXT_FRAME"\} 1/);
+    assert.match(metrics, /wiregate_heartbeat_terminations_total 0/);
+    assert.match(metrics, /nodejs_eventloop_lag_seconds/);
+    assert.match(metrics, /wiregate_messages_in_total 1/);
+    await s.gw.close();
+  });
+
+  test('HTTP publish API: JSON and msgpack bodies reach subscribers; auth and validation errors', async () => {
+    const s = await startGateway({ httpPublish: { apiKey: 'sekret', maxBodyBytes: 1024 } });
+    const sub = await connect(s.url);
+    await sub.subscribe('devices/+/cmd');
+    const post = (body: string | Uint8Array, headers: Record<string, string>) => fetch(`${s.http}/v1/publish`, { method: 'POST', body, headers });
+    let r = await post(JSON.stringify({ topic: 'devices/9/cmd', payload: { reboot: true } }), { 'content-type': 'application/json', authorization: 'Bearer sekret' });
+    assert.equal(r.status, 200);
+    assert.deepEqual(await r.json(), { seq: 1 });
+    assert.deepEqual(await sub.delivery(), [18, 'devices/9/cmd', 1, { reboot: true }]);
+    const packed = new Packr({ useRecords: false }).pack({ topic: 'devices/9/cmd', payload: [1, 2] });
+    r = await post(packed, { 'content-type': 'application/msgpack', 'x-api-key': 'sekret' });
+    assert.equal(r.status, 200);
+    assert.deepEqual(await sub.delivery(), [18, 'devices/9/cmd', 2, [1, 2]]);
+    r = await post('{}', { 'content-type': 'application/json', authorization: 'Bearer wrong' });
+    assert.equal(r.status, 401);
+    r = await post('{', { 'content-type': 'application/json', authorization: 'Bearer sekret' });
+    assert.equal(r.status, 400);
+    r = await post(JSON.stringify({ topic: 'a/#', payload: 1 }), { 'content-type': 'application/json', authorization: 'Bearer sekret' });
+    assert.deepEqual([r.status, ((await r.json()) as { error: string }).error], [400, 'INVALID_TOPIC']);
+    r = await post(JSON.stringify({ topic: 'a', payload: 'x'.repeat(2000) }), { 'content-type': 'application/json', authorization: 'Bearer sekret' });
+    assert.equal(r.status, 413);
+    r = await post('x', { 'content-type': 'text/plain', authorization: 'Bearer sekret' });
+    assert.equal(r.status, 415);
+    assert.equal((await fetch(`${s.http}/v1/publish`)).status, 405);
+    await sub.close();
+    await s.gw.close();
+    const off = await startGateway();
+    assert.equal((await fetch(`${off.http}/v1/publish`, { method: 'POST' })).status, 404, 'disabled without an API key');
+    await off.gw.close();
+  });
+
+  test('attach to an existing http.Server on a path', async () => {
+    const server = createServer((req, res) => {
+      res.end('app:' + req.url);
+    });
+    const gw = createGateway({ log: { level: 'silent' }, path: '/realtime' });
+    gw.attach(server);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { port } = server.address() as AddressInfo;
+    assert.equal(await (await fetch(`http://127.0.0.1:${port}/hello`)).text(), 'app:/hello');
+    const c = await connect(`ws://127.0.0.1:${port}/realtime`);
+    await c.subscribe('x');
+    await gw.publish('x', 1);
+    assert.deepEqual(await c.delivery(), [18, 'x', 1, 1]);
+    const r = await rejectedUpgrade(`ws://127.0.0.1:${port}/elsewhere`);
+    assert.equal(r.status, 404);
+    await gw.close();
+    assert.equal((await c.closed).code, CloseCode.GOING_AWAY);
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+
+  test('hooks: onConnection, onClose, authorizeSubscribe, authorizePublish', async () => {
+    const events: string[] = [];
+    const s = await startGateway({
+      hooks: {
+        onConnection: (conn) => events.push(`open ${conn.ip} ${conn.url}`),
+        onClose: (_conn, code) => events.push(`close ${code}`),
+        authorizeSubscribe: async (_conn, pattern) => !pattern.startsWith('private'),
+        authorizePublish: (_conn, topic) => {
+          if (topic === 'boom') throw new ReplyError(4003, 'custom denial');
+          return topic !== 'readonly';
+        },
+      },
+    });
+    const c = await connect(`${s.url}?device=1`);
+    assert.equal((await c.subscribe('private/x'))[2], ErrorCode.FORBIDDEN);
+    assert.deepEqual(await c.subscribe('public/x'), [16, 2]);
+    assert.equal((await c.publish('readonly', 1))[2], ErrorCode.FORBIDDEN);
+    assert.deepEqual((await c.publish('boom', 1)).slice(2), [4003, 'custom denial']);
+    await c.close();
+    await waitUntil(() => events.length === 2);
+    assert.deepEqual(events, ['open 127.0.0.1 /ws?device=1', 'close 1005']);
+    await s.gw.close();
+  });
+});
+
+describe('graceful shutdown', () => {
+  test('closes clients with 1001, refuses new upgrades with 503, readyz false while draining', async () => {
+    const s = await startGateway({ drainTimeout: 2000 });
+    const a = await connect(s.url);
+    // b does not answer the close handshake promptly: it is terminated after the drain timeout
+    const b = await connect(s.url);
+    const closing = s.gw.close({ drainTimeout: 300 });
+    assert.equal(s.gw.draining, true);
+    const ca = await a.closed;
+    assert.equal(ca.code, CloseCode.GOING_AWAY);
+    assert.equal(ca.reason, 'server shutting down');
+    assert.equal((await b.closed).code, CloseCode.GOING_AWAY);
+    await closing;
+    assert.equal(s.gw.connections, 0);
+  });
+
+  test('upgrades during drain get 503 and readyz reports draining', async () => {
+    const s = await startGateway();
+    const slow = new WebSocket(s.url, 'wiregate.v1');
+    await new Promise((r) => slow.once('open', r));
+    // keep the server draining by not completing the close handshake: pause our socket
+    (slow as unknown as { _socket: { pause(): void } })._socket.pause();
+    const closing = s.gw.close({ drainTimeout: 1500 });
+    const ready = await fetch(`${s.http}/readyz`);
+    assert.equal(ready.status, 503);
+    assert.deepEqual(await ready.json(), { ready: false, reason: 'draining' });
+    const r = await rejectedUpgrade(s.url);
+    assert.equal(r.status, 503);
+    assert.equal(r.body.error, 'UNAVAILABLE');
+    assert.equal(r.headers['retry-after'], '1');
+    await closing;
+    slow.terminate();
+  });
+});
+
+async function waitUntil(pred: () => boolean, ms = 2000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setImmediate(r));
+  }
+}
