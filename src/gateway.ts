@@ -19,6 +19,7 @@ import { TokenBucket } from './connection/rate.js';
 import { Heartbeat } from './heartbeat/heartbeat.js';
 import { createMetrics } from './metrics/metrics.js';
 import { abortHandshake, remoteIp } from './transport/http-util.js';
+import { wsInternalsSupported } from './transport/ws-internals.js';
 import { createHttpHandler } from './http/routes.js';
 import { AuthError, createAuthenticator, createPermissionChecker, extractToken, patternWithin, type Identity } from './auth/jwt.js';
 import { runtimeInfo, type RuntimeInfo } from './info.js';
@@ -59,6 +60,15 @@ export class Gateway implements GatewayCore {
   readonly metrics: Registry | null;
   readonly info: RuntimeInfo;
   draining = false;
+  readonly fastPath: boolean;
+  private corkedSessions: Session[] = [];
+  private flushScheduled = false;
+  private readonly flushCorked = () => {
+    const list = this.corkedSessions;
+    this.corkedSessions = [];
+    this.flushScheduled = false;
+    for (let i = 0; i < list.length; i++) list[i].uncork();
+  };
 
   /** Open sessions. */
   readonly sessions = new Set<Session>();
@@ -83,6 +93,7 @@ export class Gateway implements GatewayCore {
     const { broker, hooks, logger, config, ...rest } = options;
     this.config = config ?? resolveConfig({ options: rest });
     const c = this.config;
+    this.fastPath = wsInternalsSupported && process.env.WIREGATE_NO_FAST_PATH !== '1';
     this.log = logger ?? pino({ level: c.log.level, base: { name: 'wiregate' } });
     this.hooks = { ...hooks };
     this.topicLimits = Object.freeze({ maxLength: c.limits.maxTopicLength, maxLevels: c.limits.maxTopicLevels });
@@ -413,6 +424,16 @@ export class Gateway implements GatewayCore {
 
   clock(): number {
     return this.heartbeat.now;
+  }
+
+  corked(s: Session): void {
+    this.corkedSessions.push(s);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      // setImmediate runs after the poll phase: every write caused by the I/O of this loop
+      // iteration (all inbound frames from all sockets) reaches each socket in one writev.
+      setImmediate(this.flushCorked);
+    }
   }
 
   countError(code: number): void {

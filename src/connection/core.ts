@@ -77,6 +77,10 @@ export interface GatewayCore {
   readonly topicLimits: TopicLimits;
   readonly maxDepth: number;
   readonly draining: boolean;
+  /** Whether sessions may use the pre-framed direct socket write path. */
+  readonly fastPath: boolean;
+  /** A session corked its socket; uncork it at the end of this tick. */
+  corked(s: Session): void;
   /** Coarse clock used for liveness stamps. */
   clock(): number;
   countError(code: number): void;

@@ -22,6 +22,9 @@ import type { Beating } from '../heartbeat/heartbeat.js';
 import { ReplyError } from '../errors.js';
 import type { GatewayCore } from './core.js';
 import { TokenBucket } from './rate.js';
+import { fastPathSocket, senderIdle } from '../transport/ws-internals.js';
+import { wsFrame } from '../transport/frame.js';
+import type { Socket } from 'node:net';
 
 const kSession = Symbol('wiregate.session');
 
@@ -90,8 +93,12 @@ export class Session implements Subscriber, Beating, Connection {
   canSubscribe: ((pattern: string) => boolean) | null;
   readonly msgBucket: TokenBucket | null;
   readonly byteBucket: TokenBucket | null;
-  /** Coarse time when inbound reading was paused for exceeding a rate, 0 when not paused. */
-  pausedAt = 0;
+  /** Raw socket for pre-framed writes (null: use ws.send only). */
+  private readonly sock: Socket | null;
+  /** Messages this long or longer go through ws.send so permessage-deflate can compress them. */
+  private readonly directMax: number;
+  /** Socket corked until the gateway's end-of-tick flush. */
+  corked = false;
 
   constructor(
     readonly id: number,
@@ -113,6 +120,8 @@ export class Session implements Subscriber, Beating, Connection {
     const lim = core.config.limits;
     this.msgBucket = lim.messageRate > 0 ? new TokenBucket(lim.messageRate, lim.messageBurst) : null;
     this.byteBucket = lim.byteRate > 0 ? new TokenBucket(lim.byteRate, lim.byteBurst) : null;
+    this.sock = core.fastPath ? fastPathSocket(ws) : null;
+    this.directMax = ws.extensions.includes('permessage-deflate') ? core.config.compression.threshold : Infinity;
     (ws as unknown as Record<symbol, Session>)[kSession] = this;
     ws.on('message', onMessage);
     ws.on('pong', onPong);
@@ -134,12 +143,35 @@ export class Session implements Subscriber, Beating, Connection {
     }
     stats.messagesOut++;
     stats.bytesOut += frame.length;
-    ws.send(frame, SEND_OPTS);
+    this.write(frame, null);
     return true;
   }
 
+  /**
+   * Writes one message. Fast path: a pre-framed buffer straight to the corked socket (coalesced
+   * with everything else sent to this socket until the end of the tick). Fallback: ws.send, when
+   * ws is compressing or queueing, or the message should be compressed.
+   */
+  private write(msg: Uint8Array, wire: Buffer | null): void {
+    const sock = this.sock;
+    if (sock !== null && msg.length < this.directMax && senderIdle(this.ws)) {
+      if (!this.corked) {
+        this.corked = true;
+        sock.cork();
+        this.core.corked(this);
+      }
+      sock.write(wire ?? wsFrame(msg));
+    } else this.ws.send(msg, SEND_OPTS);
+  }
+
+  /** Called by the gateway once per tick for every socket corked during it. */
+  uncork(): void {
+    this.corked = false;
+    this.sock!.uncork();
+  }
+
   /** Hub delivery: shared frame, budget-checked; under the drop policy, counts the gap. */
-  deliver(frame: Uint8Array, topic: string): void {
+  deliver(frame: Uint8Array, wire: Buffer, topic: string): void {
     const ws = this.ws;
     if (ws.readyState !== 1) return;
     const budget = this.core.config.outbound.maxBufferedBytes;
@@ -157,7 +189,7 @@ export class Session implements Subscriber, Beating, Connection {
     const stats = this.core.stats;
     stats.messagesOut++;
     stats.bytesOut += frame.length;
-    ws.send(frame, SEND_OPTS);
+    this.write(frame, wire);
   }
 
   /** Tells the client which topics lost deliveries while it was over budget. */
@@ -168,7 +200,7 @@ export class Session implements Subscriber, Beating, Connection {
       const f = encodeGap(topic, n);
       this.core.stats.messagesOut++;
       this.core.stats.bytesOut += f.length;
-      this.ws.send(f, SEND_OPTS);
+      this.write(f, null);
     }
   }
 

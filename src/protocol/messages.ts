@@ -190,12 +190,13 @@ export function encodePayload(payload: unknown): Uint8Array {
 /**
  * Builds a MESSAGE frame `[18, topic, seq, payload]` from an already-encoded payload. Used for
  * fan-out: the frame is built once per publish and the same bytes go to every subscriber.
- * `topic` must be a valid topic (ASCII only), which the hub guarantees.
+ * `topic` must be a valid topic (ASCII only), which the hub guarantees. `headroom` leaves that many
+ * free bytes in front of the message in the same buffer (for a transport header written in place).
  */
-export function encodeDelivery(topic: string, seq: number, payload: Uint8Array): Uint8Array {
+export function encodeDelivery(topic: string, seq: number, payload: Uint8Array, headroom = 0): Uint8Array {
   const tlen = topic.length;
-  const out = new Uint8Array(2 + 3 + tlen + 9 + payload.length);
-  let p = 0;
+  const out = new Uint8Array(headroom + 2 + 3 + tlen + 9 + payload.length);
+  let p = headroom;
   out[p++] = 0x94; // fixarray(4)
   out[p++] = MsgType.MESSAGE;
   if (tlen < 32) out[p++] = 0xa0 | tlen;
@@ -210,7 +211,7 @@ export function encodeDelivery(topic: string, seq: number, payload: Uint8Array):
   for (let i = 0; i < tlen; i++) out[p++] = topic.charCodeAt(i);
   p = writeUint(out, p, seq);
   out.set(payload, p);
-  return out.subarray(0, p + payload.length);
+  return out.subarray(headroom, p + payload.length);
 }
 
 function writeUint(out: Uint8Array, p: number, n: number): number {

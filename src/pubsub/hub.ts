@@ -4,14 +4,18 @@
 import { encodeDelivery } from '../protocol/messages.js';
 import type { Broker } from './broker.js';
 import { SubscriptionTrie } from './trie.js';
+import { WS_HEADROOM, wsFrameInPlace } from '../transport/frame.js';
 
 export interface Subscriber {
   /** Unique non-zero id (used for publisher exclusion). */
   readonly id: number;
   /** Last delivery stamp seen: de-duplicates overlapping patterns within one publish. */
   stamp: number;
-  /** Hands a complete, shared MESSAGE frame to the subscriber. Must not modify `frame`. */
-  deliver(frame: Uint8Array, topic: string, seq: number): void;
+  /**
+   * Hands a shared MESSAGE to the subscriber: `msg` is the msgpack message, `wire` the same bytes
+   * as a complete WebSocket binary frame (header included). Neither may be modified.
+   */
+  deliver(msg: Uint8Array, wire: Buffer, topic: string, seq: number): void;
 }
 
 export class Hub {
@@ -58,7 +62,9 @@ export class Hub {
       this.depth--;
       return;
     }
-    const frame = encodeDelivery(topic, seq, payload);
+    // Encode and frame once; every subscriber gets the same bytes.
+    const msg = encodeDelivery(topic, seq, payload, WS_HEADROOM);
+    const wire = wsFrameInPlace(msg);
     const stamp = ++this.stamp;
     let count = 0;
     try {
@@ -67,7 +73,7 @@ export class Hub {
           if (sub.stamp === stamp || sub.id === exclude) continue;
           sub.stamp = stamp;
           count++;
-          sub.deliver(frame, topic, seq);
+          sub.deliver(msg, wire, topic, seq);
         }
       }
     } finally {
