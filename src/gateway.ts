@@ -9,7 +9,7 @@ import { redactConfig, resolveConfig, type GatewayConfig, type GatewayOptions } 
 import { CloseCode, ErrorCode } from './protocol/codes.js';
 import { SUBPROTOCOL, SUBPROTOCOL_BATCH, encodePayload, encodeResult } from './protocol/messages.js';
 import { DEFAULT_MAX_DEPTH } from './protocol/scan.js';
-import { topicError, type TopicLimits } from './protocol/topic.js';
+import { topicError, topicMatches, type TopicLimits } from './protocol/topic.js';
 import { Hub } from './pubsub/hub.js';
 import { MemoryBroker } from './pubsub/memory-broker.js';
 import type { Broker } from './pubsub/broker.js';
@@ -97,7 +97,7 @@ export class Gateway implements GatewayCore {
     this.log = logger ?? pino({ level: c.log.level, base: { name: 'wiregate' } });
     this.hooks = { ...hooks };
     this.topicLimits = Object.freeze({ maxLength: c.limits.maxTopicLength, maxLevels: c.limits.maxTopicLevels });
-    this.hub = new Hub(broker ?? new MemoryBroker());
+    this.hub = new Hub(broker ?? new MemoryBroker(), outboundPolicy(c));
     this.ownServer = true;
     this.authenticator = c.auth.enabled
       ? createAuthenticator({
@@ -113,6 +113,8 @@ export class Gateway implements GatewayCore {
       noServer: true,
       clientTracking: false,
       maxPayload: c.maxPayload,
+      maxFragments: c.limits.maxFragments,
+      maxBufferedChunks: c.limits.maxBufferedChunks,
       perMessageDeflate: c.compression.enabled
         ? {
             threshold: c.compression.threshold,
@@ -568,6 +570,20 @@ function pickProtocol(offered: Set<string>): string | null {
   if (offered.has(SUBPROTOCOL_BATCH)) return SUBPROTOCOL_BATCH;
   if (offered.has(SUBPROTOCOL)) return SUBPROTOCOL;
   return null;
+}
+
+/** Whether deliveries on a topic may be dropped for slow consumers (per-topic overrides first). */
+function outboundPolicy(c: GatewayConfig): (topic: string) => boolean {
+  const rules = c.outbound.topicPolicies.map((e) => {
+    const eq = e.lastIndexOf('=');
+    return { pattern: e.slice(0, eq), drop: e.slice(eq + 1) === 'drop' };
+  });
+  const fallback = c.outbound.policy === 'drop';
+  if (rules.length === 0) return () => fallback;
+  return (topic) => {
+    for (const r of rules) if (topicMatches(r.pattern, topic)) return r.drop;
+    return fallback;
+  };
 }
 
 function subscribeChecker(allowed: string[]): (pattern: string) => boolean {

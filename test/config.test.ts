@@ -30,6 +30,8 @@ test('validation names the field, the rule, the value and the source', () => {
     [{ auth: { enabled: true } }, /auth .*exactly one of auth.secret/],
     [{ requireSubprotocol: 'yes' }, /requireSubprotocol .*must be a boolean/],
     [{ allowedOrigins: 'x' }, /allowedOrigins .*must be a list of strings/],
+    [{ outbound: { topicPolicies: ['a/#=maybe'] } }, /outbound.topicPolicies .*entries must be/],
+    [{ outbound: { topicPolicies: ['a/#/b=drop'] } }, /outbound.topicPolicies .*entries must be/],
   ];
   for (const [options, re] of cases) {
     assert.throws(

@@ -167,10 +167,16 @@ describe('inbound limits', () => {
 });
 
 describe('outbound backpressure', () => {
-  for (const policy of ['close', 'drop'] as const) {
-    test(`slow reader under policy ${policy}: memory bounded, healthy subscriber gets everything`, async () => {
+  const variants = [
+    { name: 'close', outbound: { policy: 'close' as const }, expect: 'close' },
+    { name: 'drop', outbound: { policy: 'drop' as const }, expect: 'drop' },
+    { name: 'close with a per-topic drop override', outbound: { policy: 'close' as const, topicPolicies: ['other/#=close', 'flood/#=drop'] }, expect: 'drop' },
+  ];
+  for (const v of variants) {
+    const policy = v.expect;
+    test(`slow reader under policy ${v.name}: memory bounded, healthy subscriber gets everything`, async () => {
       const budget = 256 * 1024;
-      const s = await startGateway({ outbound: { maxBufferedBytes: budget, policy } });
+      const s = await startGateway({ outbound: { maxBufferedBytes: budget, ...v.outbound } });
       const healthy = await connect(s.url);
       await healthy.subscribe('flood/t');
       const slow = await connect(s.url);

@@ -2,6 +2,7 @@
 // environment variables, CLI flags and programmatic options; validated once with precise
 // messages, then frozen.
 import { readFileSync } from 'node:fs';
+import { topicError } from '../protocol/topic.js';
 import { COMPRESSION_PRESETS, FIELDS, FIELD_BY_KEY, envName, type CompressionPreset, type Field } from './schema.js';
 
 export interface CompressionConfig {
@@ -40,10 +41,12 @@ export interface GatewayConfig {
     byteRate: number;
     byteBurst: number;
     rateLimitGrace: number;
+    maxFragments: number;
+    maxBufferedChunks: number;
     maxPendingRequests: number;
     maxProtocolErrors: number;
   };
-  outbound: { maxBufferedBytes: number; policy: 'close' | 'drop' };
+  outbound: { maxBufferedBytes: number; policy: 'close' | 'drop'; topicPolicies: readonly string[] };
   heartbeat: { interval: number; timeout: number };
   requestTimeout: number;
   drainTimeout: number;
@@ -214,6 +217,14 @@ export function resolveConfig(sources: ConfigSources = {}): GatewayConfig {
   const c = cfg as unknown as GatewayConfig;
   if (!c.path.startsWith('/')) throw new ConfigError('path', "must start with '/'", c.path, set.get('path')?.source);
   if (c.heartbeat.interval > 0 && c.heartbeat.timeout > 3_600_000) throw new ConfigError('heartbeat.timeout', 'must be <= 3600000', c.heartbeat.timeout);
+  for (const entry of c.outbound.topicPolicies) {
+    const eq = entry.lastIndexOf('=');
+    const pattern = entry.slice(0, eq);
+    const policy = entry.slice(eq + 1);
+    if (eq <= 0 || (policy !== 'close' && policy !== 'drop') || topicError(pattern, true) !== null) {
+      throw new ConfigError('outbound.topicPolicies', 'entries must be `<topic pattern>=close` or `<topic pattern>=drop`', entry, set.get('outbound.topicPolicies')?.source);
+    }
+  }
   if (c.auth.enabled) {
     const keys = [c.auth.secret, c.auth.publicKey, c.auth.jwksFile].filter(Boolean).length;
     if (keys !== 1) throw new ConfigError('auth', 'auth.enabled needs exactly one of auth.secret, auth.publicKey, auth.jwksFile', keys === 0 ? 'none set' : 'several set', set.get('auth.enabled')?.source);

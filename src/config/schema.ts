@@ -59,10 +59,13 @@ export const FIELDS: readonly Field[] = [
   { key: 'limits.byteBurst', type: 'int', default: 1 * MiB, min: 1, max: 10_000_000_000, doc: 'Token bucket size for limits.byteRate.' },
   { key: 'limits.rateLimitGrace', type: 'int', default: 5000, min: 0, max: 3_600_000, doc: 'Milliseconds a connection may stay over its rate (socket paused) before it is closed with 4001.' },
   { key: 'limits.maxPendingRequests', type: 'int', default: 64, min: 1, max: 100_000, doc: 'Requests per connection whose handler has not settled; more get TOO_MANY_REQUESTS.' },
+  { key: 'limits.maxFragments', type: 'int', default: 1024, min: 1, max: 1_000_000, doc: 'Fragments (continuation frames) per message; more closes with 1008 (ws maxFragments).' },
+  { key: 'limits.maxBufferedChunks', type: 'int', default: 4096, min: 1, max: 1_000_000, doc: 'Unparsed inbound chunks ws may buffer per connection; more closes with 1008 (ws maxBufferedChunks).' },
   { key: 'limits.maxProtocolErrors', type: 'int', default: 10, min: 1, max: 1_000_000, doc: 'Rejected messages tolerated per connection before it is closed with 4500.' },
 
   { key: 'outbound.maxBufferedBytes', type: 'int', default: 1 * MiB, min: 1024, max: 1024 * MiB, doc: 'Per-connection outbound byte budget (bytes queued in the socket and in wiregate).' },
   { key: 'outbound.policy', type: 'enum', default: 'close', values: ['close', 'drop'], doc: 'What happens to a consumer over budget: `close` (4000 SLOW_CONSUMER) or `drop` (skip deliveries, then send GAP).' },
+  { key: 'outbound.topicPolicies', type: 'list', default: [], doc: 'Per-topic overrides of outbound.policy as `pattern=close|drop` entries; the first matching pattern wins, e.g. `telemetry/#=drop`.' },
 
   { key: 'heartbeat.interval', type: 'int', default: 30_000, min: 0, max: 3_600_000, doc: 'Milliseconds of silence after which a connection is pinged (0 disables heartbeats).' },
   { key: 'heartbeat.timeout', type: 'int', default: 10_000, min: 10, max: 3_600_000, doc: 'Milliseconds to wait for any frame after a ping before terminating the connection.' },

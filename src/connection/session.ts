@@ -171,12 +171,12 @@ export class Session implements Subscriber, Beating, Connection {
   }
 
   /** Hub delivery: shared frame, budget-checked; under the drop policy, counts the gap. */
-  deliver(frame: Uint8Array, wire: Buffer, topic: string): void {
+  deliver(frame: Uint8Array, wire: Buffer, topic: string, mayDrop: boolean): void {
     const ws = this.ws;
     if (ws.readyState !== 1) return;
     const budget = this.core.config.outbound.maxBufferedBytes;
     if (ws.bufferedAmount + frame.length > budget) {
-      if (this.core.config.outbound.policy === 'drop') {
+      if (mayDrop) {
         const d = (this.dropped ??= new Map());
         d.set(topic, (d.get(topic) ?? 0) + 1);
         this.core.stats.deliveriesDropped++;

@@ -15,7 +15,7 @@ export interface Subscriber {
    * Hands a shared MESSAGE to the subscriber: `msg` is the msgpack message, `wire` the same bytes
    * as a complete WebSocket binary frame (header included). Neither may be modified.
    */
-  deliver(msg: Uint8Array, wire: Buffer, topic: string, seq: number): void;
+  deliver(msg: Uint8Array, wire: Buffer, topic: string, mayDrop: boolean): void;
 }
 
 export class Hub {
@@ -28,7 +28,14 @@ export class Hub {
   /** Messages received from the broker. */
   messages = 0;
 
-  constructor(readonly broker: Broker) {}
+  /**
+   * @param mayDrop decides once per published topic whether slow subscribers may skip it (drop
+   *   policy) or must be disconnected (close policy).
+   */
+  constructor(
+    readonly broker: Broker,
+    private readonly mayDrop: (topic: string) => boolean = () => false,
+  ) {}
 
   start(): void | Promise<void> {
     return this.broker.start((topic, seq, payload, exclude) => this.deliver(topic, seq, payload, exclude));
@@ -66,6 +73,7 @@ export class Hub {
     const msg = encodeDelivery(topic, seq, payload, WS_HEADROOM);
     const wire = wsFrameInPlace(msg);
     const stamp = ++this.stamp;
+    const mayDrop = this.mayDrop(topic);
     let count = 0;
     try {
       for (let i = 0; i < n; i++) {
@@ -73,7 +81,7 @@ export class Hub {
           if (sub.stamp === stamp || sub.id === exclude) continue;
           sub.stamp = stamp;
           count++;
-          sub.deliver(msg, wire, topic, seq);
+          sub.deliver(msg, wire, topic, mayDrop);
         }
       }
     } finally {
