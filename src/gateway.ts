@@ -10,7 +10,8 @@ import { CloseCode, ErrorCode } from './protocol/codes.js';
 import { SUBPROTOCOL, SUBPROTOCOL_BATCH, encodePayload, encodeResult } from './protocol/messages.js';
 import { DEFAULT_MAX_DEPTH } from './protocol/scan.js';
 import { topicError, topicMatches, type TopicLimits } from './protocol/topic.js';
-import { Hub } from './pubsub/hub.js';
+import { Hub, type Outgoing } from './pubsub/hub.js';
+import { compressedFrame } from './transport/deflate.js';
 import { MemoryBroker } from './pubsub/memory-broker.js';
 import type { Broker } from './pubsub/broker.js';
 import { Session, type Connection } from './connection/session.js';
@@ -121,7 +122,9 @@ export class Gateway implements GatewayCore {
             concurrencyLimit: c.compression.concurrencyLimit,
             serverNoContextTakeover: c.compression.serverNoContextTakeover,
             clientNoContextTakeover: c.compression.clientNoContextTakeover,
-            serverMaxWindowBits: c.compression.serverMaxWindowBits,
+            // ws refuses an offer asking for a smaller window than a configured number (400), so
+            // 15 (the protocol maximum) is left unset: clients may then ask for any window.
+            serverMaxWindowBits: c.compression.serverMaxWindowBits === 15 ? undefined : c.compression.serverMaxWindowBits,
             clientMaxWindowBits: c.compression.clientMaxWindowBits,
             zlibDeflateOptions: { level: c.compression.level, memLevel: c.compression.memLevel },
             zlibInflateOptions: { chunkSize: 16 * 1024 },
@@ -426,6 +429,15 @@ export class Gateway implements GatewayCore {
 
   clock(): number {
     return this.heartbeat.now;
+  }
+
+  sharedCompressed(out: Outgoing, bits: number): Buffer {
+    if (out.zBits !== bits || out.z === null) {
+      out.z = compressedFrame(out.msg, bits, this.config.compression);
+      this.stats.deflated++;
+      out.zBits = bits;
+    }
+    return out.z;
   }
 
   corked(s: Session): void {

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { GatewayConfig } from '../config/index.js';
 import type { TopicLimits } from '../protocol/topic.js';
-import type { Hub } from '../pubsub/hub.js';
+import type { Hub, Outgoing } from '../pubsub/hub.js';
 import type { Session, Connection, RequestContext } from './session.js';
 
 /** Plain counters on the hot path; the metrics exporter reads them only when scraped. */
@@ -25,6 +25,8 @@ export interface Stats {
   heartbeatPings: number;
   heartbeatTerminations: number;
   httpPublishes: number;
+  /** Messages wiregate deflated itself (a broadcast counts once, however many subscribers). */
+  deflated: number;
   /** Errors sent to clients, by error code; -1 = malformed frame, -2 = text frame. */
   errors: Map<number, number>;
   /** Upgrades refused before the WebSocket existed, by reason. */
@@ -52,6 +54,7 @@ export function newStats(): Stats {
     heartbeatPings: 0,
     heartbeatTerminations: 0,
     httpPublishes: 0,
+    deflated: 0,
     errors: new Map(),
     upgradesRejected: new Map(),
   };
@@ -79,6 +82,8 @@ export interface GatewayCore {
   readonly draining: boolean;
   /** Whether sessions may use the pre-framed direct socket write path. */
   readonly fastPath: boolean;
+  /** The compressed frame of a broadcast for `bits` window bits, computed once per publish. */
+  sharedCompressed(out: Outgoing, bits: number): Buffer;
   /** A session corked its socket; uncork it at the end of this tick. */
   corked(s: Session): void;
   /** Coarse clock used for liveness stamps. */

@@ -17,13 +17,14 @@ import {
   type ClientMessage,
   type PublishOptions,
 } from '../protocol/messages.js';
-import type { Subscriber } from '../pubsub/hub.js';
+import type { Outgoing, Subscriber } from '../pubsub/hub.js';
 import type { Beating } from '../heartbeat/heartbeat.js';
 import { ReplyError } from '../errors.js';
 import type { GatewayCore } from './core.js';
 import { TokenBucket } from './rate.js';
-import { fastPathSocket, senderIdle } from '../transport/ws-internals.js';
+import { fastPathSocket, senderIdle, sharedDeflateWindowBits } from '../transport/ws-internals.js';
 import { wsFrame } from '../transport/frame.js';
+import { compressedFrame } from '../transport/deflate.js';
 import type { Socket } from 'node:net';
 
 const kSession = Symbol('wiregate.session');
@@ -95,8 +96,12 @@ export class Session implements Subscriber, Beating, Connection {
   readonly byteBucket: TokenBucket | null;
   /** Raw socket for pre-framed writes (null: use ws.send only). */
   private readonly sock: Socket | null;
-  /** Messages this long or longer go through ws.send so permessage-deflate can compress them. */
+  /** Messages this long or longer go through ws.send so ws can compress them (context takeover). */
   private readonly directMax: number;
+  /** Server window bits when wiregate compresses for this connection itself (0 = it does not). */
+  readonly zBits: number;
+  /** Messages this long or longer are compressed by wiregate (when zBits > 0). */
+  private readonly zMin: number;
   /** Socket corked until the gateway's end-of-tick flush. */
   corked = false;
 
@@ -121,7 +126,10 @@ export class Session implements Subscriber, Beating, Connection {
     this.msgBucket = lim.messageRate > 0 ? new TokenBucket(lim.messageRate, lim.messageBurst) : null;
     this.byteBucket = lim.byteRate > 0 ? new TokenBucket(lim.byteRate, lim.byteBurst) : null;
     this.sock = core.fastPath ? fastPathSocket(ws) : null;
-    this.directMax = ws.extensions.includes('permessage-deflate') ? core.config.compression.threshold : Infinity;
+    const deflate = ws.extensions.includes('permessage-deflate');
+    this.zBits = deflate && this.sock !== null ? sharedDeflateWindowBits(ws) : 0;
+    this.zMin = core.config.compression.threshold;
+    this.directMax = deflate && this.zBits === 0 ? core.config.compression.threshold : Infinity;
     (ws as unknown as Record<symbol, Session>)[kSession] = this;
     ws.on('message', onMessage);
     ws.on('pong', onPong);
@@ -160,7 +168,11 @@ export class Session implements Subscriber, Beating, Connection {
         sock.cork();
         this.core.corked(this);
       }
-      sock.write(wire ?? wsFrame(msg));
+      if (wire !== null) sock.write(wire);
+      else if (this.zBits !== 0 && msg.length >= this.zMin) {
+        this.core.stats.deflated++;
+        sock.write(compressedFrame(msg, this.zBits, this.core.config.compression));
+      } else sock.write(wsFrame(msg));
     } else this.ws.send(msg, SEND_OPTS);
   }
 
@@ -171,8 +183,10 @@ export class Session implements Subscriber, Beating, Connection {
   }
 
   /** Hub delivery: shared frame, budget-checked; under the drop policy, counts the gap. */
-  deliver(frame: Uint8Array, wire: Buffer, topic: string, mayDrop: boolean): void {
+  deliver(out: Outgoing, mayDrop: boolean): void {
     const ws = this.ws;
+    const frame = out.msg;
+    const topic = out.topic;
     if (ws.readyState !== 1) return;
     const budget = this.core.config.outbound.maxBufferedBytes;
     if (ws.bufferedAmount + frame.length > budget) {
@@ -189,7 +203,7 @@ export class Session implements Subscriber, Beating, Connection {
     const stats = this.core.stats;
     stats.messagesOut++;
     stats.bytesOut += frame.length;
-    this.write(frame, wire);
+    this.write(frame, this.zBits !== 0 && frame.length >= this.zMin ? this.core.sharedCompressed(out, this.zBits) : out.wire);
   }
 
   /** Tells the client which topics lost deliveries while it was over budget. */

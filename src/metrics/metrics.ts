@@ -46,6 +46,7 @@ export function createMetrics(stats: Stats, live: { connections(): number; patte
   counter('wiregate_rate_limit_closes_total', 'Connections closed with 4001 RATE_LIMITED', () => stats.rateLimitCloses);
   counter('wiregate_heartbeat_pings_total', 'Heartbeat pings sent', () => stats.heartbeatPings);
   counter('wiregate_heartbeat_terminations_total', 'Connections terminated for not answering heartbeats', () => stats.heartbeatTerminations);
+  counter('wiregate_deflated_messages_total', 'Messages compressed by wiregate itself (one per broadcast, shared by all subscribers)', () => stats.deflated);
   counter('wiregate_http_publishes_total', 'Messages published through POST /v1/publish', () => stats.httpPublishes);
 
   const lastErr = new Map<number, number>();

@@ -6,16 +6,27 @@ import type { Broker } from './broker.js';
 import { SubscriptionTrie } from './trie.js';
 import { WS_HEADROOM, wsFrameInPlace } from '../transport/frame.js';
 
+/** One published message as every local subscriber receives it: encoded and framed once. */
+export class Outgoing {
+  /** Compressed frame cache (see GatewayCore.sharedCompressed), for window bits `zBits`. */
+  z: Buffer | null = null;
+  zBits = 0;
+  constructor(
+    /** The msgpack MESSAGE `[18, topic, seq, payload]`. */
+    readonly msg: Uint8Array,
+    /** The same bytes as a complete uncompressed WebSocket binary frame. */
+    readonly wire: Buffer,
+    readonly topic: string,
+  ) {}
+}
+
 export interface Subscriber {
   /** Unique non-zero id (used for publisher exclusion). */
   readonly id: number;
   /** Last delivery stamp seen: de-duplicates overlapping patterns within one publish. */
   stamp: number;
-  /**
-   * Hands a shared MESSAGE to the subscriber: `msg` is the msgpack message, `wire` the same bytes
-   * as a complete WebSocket binary frame (header included). Neither may be modified.
-   */
-  deliver(msg: Uint8Array, wire: Buffer, topic: string, mayDrop: boolean): void;
+  /** Hands a shared MESSAGE to the subscriber. Its buffers must not be modified. */
+  deliver(out: Outgoing, mayDrop: boolean): void;
 }
 
 export class Hub {
@@ -71,7 +82,7 @@ export class Hub {
     }
     // Encode and frame once; every subscriber gets the same bytes.
     const msg = encodeDelivery(topic, seq, payload, WS_HEADROOM);
-    const wire = wsFrameInPlace(msg);
+    const out = new Outgoing(msg, wsFrameInPlace(msg), topic);
     const stamp = ++this.stamp;
     const mayDrop = this.mayDrop(topic);
     let count = 0;
@@ -81,7 +92,7 @@ export class Hub {
           if (sub.stamp === stamp || sub.id === exclude) continue;
           sub.stamp = stamp;
           count++;
-          sub.deliver(msg, wire, topic, mayDrop);
+          sub.deliver(out, mayDrop);
         }
       }
     } finally {

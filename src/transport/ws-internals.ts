@@ -40,3 +40,22 @@ export function senderIdle(ws: WebSocket): boolean {
   const s = (ws as unknown as WsInternals)._sender!;
   return s._state === 0 && s._queue.length === 0;
 }
+
+interface DeflateInternals {
+  params: Record<string, unknown> | null;
+}
+
+/**
+ * The negotiated permessage-deflate parameters when the server compressor starts fresh for every
+ * message (server_no_context_takeover): then wiregate may compress outbound messages itself and
+ * share one compressed frame among subscribers. Returns the server window bits, or 0 when
+ * wiregate must leave compression to ws (context takeover, or deflate not negotiated).
+ */
+export function sharedDeflateWindowBits(ws: WebSocket): number {
+  if (!wsInternalsSupported) return 0;
+  const ext = (ws as unknown as { _extensions?: Record<string, DeflateInternals> })._extensions?.['permessage-deflate'];
+  const params = ext?.params;
+  if (!params || params.server_no_context_takeover !== true) return 0;
+  const bits = params.server_max_window_bits;
+  return typeof bits === 'number' && bits >= 9 && bits <= 15 ? bits : 15;
+}
