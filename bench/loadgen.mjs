@@ -1,0 +1,273 @@
+// Load generator process (forked by bench/run.mjs). Speaks wiregate.v1 or the baselines' minimal
+// binary protocol over raw sockets. Commands arrive over IPC; results go back over IPC.
+//
+// Baseline protocol (raw ws, uWebSockets.js): echo = the server sends each binary message back;
+// first byte 1 = subscribe to the broadcast, 2 = publish (server broadcasts the message to every
+// subscriber, then answers the publisher with the single byte 3).
+import { open, clientFrame, payloadOffset, readUint, binHeader, str, u32, now } from './lib/rawclient.mjs';
+
+const send = (m) => process.send(m);
+const TS_OFF = 1; // timestamp offset inside the payload (after the baseline's type byte)
+
+function cpu() {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
+
+class Lat {
+  constructor(max = 2_000_000) {
+    this.v = new Float64Array(max);
+    this.n = 0;
+    this.seen = 0;
+  }
+  add(ms) {
+    this.seen++;
+    if (this.n < this.v.length) this.v[this.n++] = ms;
+    else {
+      const i = Math.floor(Math.random() * this.seen);
+      if (i < this.v.length) this.v[i] = ms;
+    }
+  }
+  summary() {
+    const a = this.v.subarray(0, this.n).sort();
+    const q = (p) => (a.length ? a[Math.min(a.length - 1, Math.floor(p * a.length))] : null);
+    return { samples: this.seen, p50: q(0.5), p99: q(0.99), p999: q(0.999), max: a.length ? a[a.length - 1] : null };
+  }
+}
+
+async function connectMany(url, protocol, n, onMessage, batch = 200) {
+  const conns = [];
+  for (let i = 0; i < n; i += batch) {
+    const part = await Promise.all(
+      Array.from({ length: Math.min(batch, n - i) }, (_, k) => {
+        const idx = i + k;
+        return open(url, { protocol, onMessage: (b, s, e) => onMessage(idx, b, s, e) });
+      }),
+    );
+    conns.push(...part);
+  }
+  return conns;
+}
+
+// ---- echo / request-reply ------------------------------------------------------------------
+
+async function echo({ url, kind, conns: nConns, inflight, size, warmup, duration }) {
+  const wg = kind === 'wiregate';
+  const payload = Buffer.alloc(size, 0x61);
+  // per connection: W pre-built frames (wiregate: id patched per slot), sent-at times
+  const lat = new Lat();
+  let count = 0;
+  let bytes = 0;
+  let recording = false;
+  let running = true;
+  const state = [];
+  const frameFor = (slot) => {
+    if (!wg) return clientFrame(payload);
+    const msg = Buffer.concat([Buffer.from([0x94, 0x04]), u32(slot + 1), str('echo'), binHeader(size), payload]);
+    return clientFrame(msg);
+  };
+  const onMessage = (ci, b, s, e) => {
+    const st = state[ci];
+    const t = now();
+    let slot;
+    if (wg) {
+      // [16, id, result]: 0x93 0x10 <uint id>
+      slot = readUint(b, s + 2)[0] - 1;
+    } else slot = st.fifo[st.head++ % inflight];
+    if (recording) {
+      count++;
+      bytes += e - s;
+      lat.add(t - st.sentAt[slot]);
+    }
+    if (running) {
+      st.sentAt[slot] = now();
+      if (!wg) st.fifo[st.tail++ % inflight] = slot;
+      st.conn.send(st.frames[slot]);
+    }
+  };
+  const conns = await connectMany(url, wg ? 'wiregate.v1' : undefined, nConns, onMessage);
+  conns.forEach((conn, i) => {
+    const frames = Array.from({ length: inflight }, (_, k) => frameFor(k));
+    state[i] = { conn, frames, sentAt: new Float64Array(inflight), fifo: new Int32Array(inflight), head: 0, tail: 0 };
+  });
+  send({ type: 'connected' });
+  for (const st of state) {
+    for (let k = 0; k < inflight; k++) {
+      st.sentAt[k] = now();
+      if (!wg) st.fifo[st.tail++ % inflight] = k;
+      st.conn.send(st.frames[k]);
+    }
+  }
+  await sleep(warmup);
+  recording = true;
+  const c0 = cpu();
+  const t0 = now();
+  await sleep(duration);
+  recording = false;
+  const elapsed = (now() - t0) / 1000;
+  const cpuMs = cpu() - c0;
+  running = false;
+  for (const st of state) st.conn.close();
+  return { messages: count, rate: count / elapsed, mbps: bytes / elapsed / 1e6, latency: lat.summary(), loadCpu: cpuMs / 1000 / elapsed, elapsed };
+}
+
+// ---- fan-out ---------------------------------------------------------------------------------
+
+let subState = null;
+
+async function subscribe({ url, kind, conns: n, topic }) {
+  const wg = kind === 'wiregate';
+  const lat = new Lat(500_000);
+  subState = { received: 0, lat, recording: false, acks: 0, perConn: new Uint32Array(n) };
+  const onMessage = (ci, b, s, e) => {
+    if (wg) {
+      if (b[s + 1] === 0x10) {
+        subState.acks++;
+        return;
+      }
+    }
+    subState.received++;
+    subState.perConn[ci]++; // total since subscribing, never reset
+    if (subState.recording) {
+      // timestamp: float64 at TS_OFF of the payload, which is at the end of the frame
+      const ts = b.readDoubleLE(e - subState.size + TS_OFF);
+      lat.add(now() - ts);
+    }
+  };
+  const conns = await connectMany(url, wg ? 'wiregate.v1' : undefined, n, onMessage);
+  subState.conns = conns;
+  for (const c of conns) c.send(wg ? clientFrame(Buffer.concat([Buffer.from([0x93, 0x01, 0x01]), str(topic)])) : clientFrame(Buffer.from([1])));
+  if (wg) while (subState.acks < n) await sleep(10);
+  else await sleep(200);
+  return { subscribed: n };
+}
+
+async function publish({ url, kind, inflight, size, warmup, duration, topic }) {
+  const wg = kind === 'wiregate';
+  const body = Buffer.alloc(size, 0x62);
+  body[0] = 2;
+  let sent = 0;
+  let acked = 0;
+  let running = true;
+  let measuredFrom = -1;
+  let measuredTo = -1;
+  let conn;
+  const build = () => {
+    body.writeDoubleLE(now(), TS_OFF);
+    const msg = wg ? Buffer.concat([Buffer.from([0x94, 0x03]), u32(sent + 1), str(topic), binHeader(size), body]) : body;
+    sent++;
+    conn.send(clientFrame(msg));
+  };
+  conn = await open(url, {
+    protocol: wg ? 'wiregate.v1' : undefined,
+    onMessage: () => {
+      acked++;
+      if (running) build();
+    },
+  });
+  for (let i = 0; i < inflight; i++) build();
+  await sleep(warmup);
+  measuredFrom = sent;
+  send({ type: 'measuring' });
+  const c0 = cpu();
+  const t0 = now();
+  await sleep(duration);
+  running = false;
+  measuredTo = sent;
+  const elapsed = (now() - t0) / 1000;
+  const cpuMs = cpu() - c0;
+  // wait for outstanding acks (bounded)
+  const end = now() + 10_000;
+  while (acked < sent && now() < end) await sleep(20);
+  conn.close();
+  return { published: sent, acked, measured: measuredTo - measuredFrom, elapsed, loadCpu: cpuMs / 1000 / elapsed };
+}
+
+// ---- idle connections ------------------------------------------------------------------------
+
+let idle = [];
+async function openIdle({ url, kind, conns: n, batch }) {
+  const t0 = now();
+  idle = await connectMany(url, kind === 'wiregate' ? 'wiregate.v1' : undefined, n, () => {}, batch ?? 500);
+  return { opened: idle.length, seconds: (now() - t0) / 1000 };
+}
+
+// ---- compression echo with the ws client (zlib is the bottleneck there) -----------------------
+
+async function compressEcho({ url, conns: n, messages, inflight, duration, warmup, deflate }) {
+  const { default: WebSocket } = await import('ws');
+  const { Packr } = await import('msgpackr');
+  const packr = new Packr({ useRecords: false });
+  const frames = messages.map((m, i) => packr.pack([4, (i % 1000) + 1, 'echo', m]));
+  let count = 0;
+  let recording = false;
+  let running = true;
+  const socks = await Promise.all(
+    Array.from({ length: n }, () => new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, 'wiregate.v1', { perMessageDeflate: deflate });
+      ws.on('open', () => resolve(ws));
+      ws.on('error', reject);
+    })),
+  );
+  const rawBytes = () => socks.reduce((a, ws) => a + ws._socket.bytesRead + ws._socket.bytesWritten, 0);
+  let i = 0;
+  let payloadBytes = 0;
+  for (const ws of socks) {
+    ws.on('message', () => {
+      if (recording) count++;
+      if (running) {
+        const f = frames[i++ % frames.length];
+        if (recording) payloadBytes += f.length;
+        ws.send(f);
+      }
+    });
+    for (let k = 0; k < inflight; k++) ws.send(frames[i++ % frames.length]);
+  }
+  await sleep(warmup);
+  recording = true;
+  const b0 = rawBytes();
+  const c0 = cpu();
+  const t0 = now();
+  await sleep(duration);
+  recording = false;
+  const elapsed = (now() - t0) / 1000;
+  const wire = rawBytes() - b0;
+  const cpuMs = cpu() - c0;
+  running = false;
+  const negotiated = socks[0].extensions;
+  socks.forEach((ws) => ws.terminate());
+  // payloadBytes counts requests; replies are the same size: wire bytes per message are both ways / 2
+  return { messages: count, rate: count / elapsed, wireBytesPerMsg: count ? wire / (2 * count) : null, payloadBytesPerMsg: count ? payloadBytes / count : null, negotiated, loadCpu: cpuMs / 1000 / elapsed };
+}
+
+function sleep(ms) {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+const handlers = { echo, subscribe, publish, openIdle, compressEcho };
+
+process.on('message', async (m) => {
+  if (m.cmd === 'exit') {
+    for (const c of idle) c.close();
+    if (subState?.conns) for (const c of subState.conns) c.close();
+    process.exit(0);
+  }
+  if (m.cmd === 'subStats') {
+    send({ type: 'result', id: m.id, result: { received: subState.received, latency: subState.lat.summary(), minPerConn: Math.min(...subState.perConn), maxPerConn: Math.max(...subState.perConn) } });
+    return;
+  }
+  if (m.cmd === 'record') {
+    subState.size = m.size;
+    subState.recording = m.on;
+    if (m.reset) subState.received = 0;
+    send({ type: 'result', id: m.id, result: true });
+    return;
+  }
+  try {
+    const result = await handlers[m.cmd](m.args);
+    send({ type: 'result', id: m.id, result, cpu: cpu() });
+  } catch (err) {
+    send({ type: 'result', id: m.id, error: String(err?.stack ?? err) });
+  }
+});
+send({ type: 'ready' });

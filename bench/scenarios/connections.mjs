@@ -1,0 +1,1 @@
+export async function connections() { return 'not implemented yet'; }

@@ -1,0 +1,1 @@
+export async function http() { return 'not implemented yet'; }

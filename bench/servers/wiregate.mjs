@@ -1,0 +1,20 @@
+// wiregate with the bench's settings (BENCH_OPTS: heartbeat, compression, httpPublish).
+import { serve } from './common.mjs';
+
+serve(async (opts) => {
+  const { createGateway } = await import('../../dist/index.js');
+  const gw = createGateway({
+    host: '127.0.0.1',
+    port: 0,
+    log: { level: 'warn' },
+    heartbeat: opts.heartbeat ?? { interval: 30_000, timeout: 10_000 },
+    compression: opts.compression ?? { preset: 'off' },
+    limits: { maxConnections: 1_000_000 },
+    outbound: { maxBufferedBytes: 64 * 1024 * 1024 },
+    maxPayload: 16 * 1024 * 1024,
+    httpPublish: { apiKey: 'bench' },
+  });
+  gw.handle('echo', (_ctx, p) => p);
+  const { port } = await gw.listen();
+  return { port, close: () => gw.close({ drainTimeout: 100 }), info: gw.info };
+});
