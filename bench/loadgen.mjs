@@ -35,13 +35,13 @@ class Lat {
   }
 }
 
-async function connectMany(url, protocol, n, onMessage, batch = 200) {
+async function connectMany(url, protocol, n, onMessage, batch = 200, extensions) {
   const conns = [];
   for (let i = 0; i < n; i += batch) {
     const part = await Promise.all(
       Array.from({ length: Math.min(batch, n - i) }, (_, k) => {
         const idx = i + k;
-        return open(url, { protocol, onMessage: (b, s, e) => onMessage(idx, b, s, e) });
+        return open(url, { protocol, extensions, onMessage: (b, s, e) => onMessage(idx, b, s, e) });
       }),
     );
     conns.push(...part);
@@ -186,16 +186,31 @@ async function publish({ url, kind, inflight, size, warmup, duration, topic }) {
 // ---- idle connections ------------------------------------------------------------------------
 
 let idle = [];
-async function openIdle({ url, kind, conns: n, batch }) {
+async function openIdle({ url, kind, conns: n, batch, deflate }) {
   const t0 = now();
-  idle = await connectMany(url, kind === 'wiregate' ? 'wiregate.v1' : undefined, n, () => {}, batch ?? 500);
-  return { opened: idle.length, seconds: (now() - t0) / 1000 };
+  const more = await connectMany(url, kind === 'wiregate' ? 'wiregate.v1' : undefined, n, () => {}, batch ?? 500, deflate ? 'permessage-deflate; client_max_window_bits' : undefined);
+  idle.push(...more);
+  return { opened: more.length, seconds: (now() - t0) / 1000 };
+}
+
+async function closeIdle() {
+  for (const c of idle) c.close();
+  idle = [];
+  return true;
+}
+
+async function http({ url, body, connections, duration }) {
+  const { default: autocannon } = await import('autocannon');
+  const r = await autocannon({ url, method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer bench' }, body, connections, duration: duration / 1000, pipelining: 1 });
+  return { requests: r.requests.total, rps: r.requests.average, latencyP50: r.latency.p50, latencyP99: r.latency.p99, errors: r.errors, non2xx: r.non2xx };
 }
 
 // ---- compression echo with the ws client (zlib is the bottleneck there) -----------------------
 
-async function compressEcho({ url, conns: n, messages, inflight, duration, warmup, deflate }) {
+async function compressEcho({ url, conns: n, corpus, payloadFile, inflight, duration, warmup, deflate }) {
   const { default: WebSocket } = await import('ws');
+  const { corpora } = await import('./lib/corpora.mjs');
+  const messages = corpora(payloadFile).find((c) => c.name === corpus).messages;
   const { Packr } = await import('msgpackr');
   const packr = new Packr({ useRecords: false });
   const frames = messages.map((m, i) => packr.pack([4, (i % 1000) + 1, 'echo', m]));
@@ -213,8 +228,11 @@ async function compressEcho({ url, conns: n, messages, inflight, duration, warmu
   let i = 0;
   let payloadBytes = 0;
   for (const ws of socks) {
-    ws.on('message', () => {
-      if (recording) count++;
+    ws.on('message', (data) => {
+      if (recording) {
+        count++;
+        payloadBytes += data.length;
+      }
       if (running) {
         const f = frames[i++ % frames.length];
         if (recording) payloadBytes += f.length;
@@ -236,15 +254,15 @@ async function compressEcho({ url, conns: n, messages, inflight, duration, warmu
   running = false;
   const negotiated = socks[0].extensions;
   socks.forEach((ws) => ws.terminate());
-  // payloadBytes counts requests; replies are the same size: wire bytes per message are both ways / 2
-  return { messages: count, rate: count / elapsed, wireBytesPerMsg: count ? wire / (2 * count) : null, payloadBytesPerMsg: count ? payloadBytes / count : null, negotiated, loadCpu: cpuMs / 1000 / elapsed };
+  // both directions: requests sent and replies received while recording, per echoed message
+  return { messages: count, rate: count / elapsed, wireBytesPerMsg: count ? wire / count : null, payloadBytesPerMsg: count ? payloadBytes / count : null, negotiated, loadCpu: cpuMs / 1000 / elapsed };
 }
 
 function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-const handlers = { echo, subscribe, publish, openIdle, compressEcho };
+const handlers = { echo, subscribe, publish, openIdle, closeIdle, compressEcho, http };
 
 process.on('message', async (m) => {
   if (m.cmd === 'exit') {

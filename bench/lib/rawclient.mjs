@@ -53,7 +53,7 @@ const PONG_EMPTY = clientFrame(Buffer.alloc(0), 0xa);
  * Opens a WebSocket. `onMessage(buf, start, end)` is called per complete data frame (no copy:
  * valid only during the call). Resolves with { socket, send(buf), close() }.
  */
-export function open(url, { protocol, onMessage, onClose } = {}) {
+export function open(url, { protocol, onMessage, onClose, extensions } = {}) {
   const u = new URL(url);
   return new Promise((resolve, reject) => {
     const socket = connect({ host: u.hostname, port: Number(u.port), noDelay: true });
@@ -84,6 +84,7 @@ export function open(url, { protocol, onMessage, onClose } = {}) {
         `GET ${u.pathname}${u.search} HTTP/1.1\r\nHost: ${u.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
           `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n` +
           (protocol ? `Sec-WebSocket-Protocol: ${protocol}\r\n` : '') +
+          (extensions ? `Sec-WebSocket-Extensions: ${extensions}\r\n` : '') +
           '\r\n',
       );
     });

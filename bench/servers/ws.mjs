@@ -1,14 +1,26 @@
 // The raw `ws` baseline: what a hand-written server does with ws's public API. Echo sends each
 // message back; byte 1 subscribes, byte 2 publishes (a broadcast loop over subscribers, then
 // an ack byte 3 to the publisher). Heartbeats: one sweep timer, the ws README pattern.
+import { createServer } from 'node:http';
 import { WebSocketServer } from 'ws';
 import { serve } from './common.mjs';
 
 serve(async (opts) => {
   const c = opts.compression;
+  // POST /v1/publish: parse the JSON body and broadcast its payload (the HTTP bench baseline)
+  const server = createServer((req, res) => {
+    if (req.method !== 'POST' || req.url !== '/v1/publish') return res.writeHead(404).end();
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const { payload } = JSON.parse(Buffer.concat(chunks).toString());
+      const data = Buffer.concat([Buffer.from([2]), Buffer.from(JSON.stringify(payload))]);
+      for (const s of subs) s.send(data);
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
+    });
+  });
   const wss = new WebSocketServer({
-    host: '127.0.0.1',
-    port: 0,
+    server,
     maxPayload: 16 * 1024 * 1024,
     perMessageDeflate: c && c.enabled ? { threshold: c.threshold, serverNoContextTakeover: c.serverNoContextTakeover, clientNoContextTakeover: c.clientNoContextTakeover, zlibDeflateOptions: { level: c.level, memLevel: c.memLevel }, concurrencyLimit: c.concurrencyLimit ?? 10 } : false,
     clientTracking: false,
@@ -48,6 +60,6 @@ serve(async (opts) => {
       }
     }, hb.interval);
   }
-  await new Promise((r) => wss.on('listening', r));
-  return { port: wss.address().port, close: () => { clearInterval(timer); wss.close(); } };
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return { port: server.address().port, close: () => { clearInterval(timer); wss.close(); server.close(); } };
 });
