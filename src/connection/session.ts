@@ -23,7 +23,7 @@ import { ReplyError } from '../errors.js';
 import type { GatewayCore } from './core.js';
 import { TokenBucket } from './rate.js';
 import { fastPathSocket, senderIdle, sharedDeflateWindowBits } from '../transport/ws-internals.js';
-import { wsFrame } from '../transport/frame.js';
+import { wsFrameInPlace } from '../transport/frame.js';
 import { compressedFrame } from '../transport/deflate.js';
 import type { Socket } from 'node:net';
 
@@ -140,7 +140,10 @@ export class Session implements Subscriber, Beating, Connection {
 
   // ---- outbound ------------------------------------------------------------------------------
 
-  /** Sends one complete frame, applying the outbound byte budget. Returns false if not sent. */
+  /**
+   * Sends one message produced by a server encoder of protocol/messages.ts (they reserve
+   * headroom for the frame header), applying the outbound byte budget. Returns false if not sent.
+   */
   send(frame: Uint8Array): boolean {
     const ws = this.ws;
     if (ws.readyState !== 1) return false;
@@ -172,7 +175,7 @@ export class Session implements Subscriber, Beating, Connection {
       else if (this.zBits !== 0 && msg.length >= this.zMin) {
         this.core.stats.deflated++;
         sock.write(compressedFrame(msg, this.zBits, this.core.config.compression));
-      } else sock.write(wsFrame(msg));
+      } else sock.write(wsFrameInPlace(msg)); // every server encoder leaves headroom
     } else this.ws.send(msg, SEND_OPTS);
   }
 

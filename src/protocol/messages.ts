@@ -3,7 +3,7 @@
 //
 // Every message is a msgpack array whose first element is the message type. A WebSocket binary
 // frame holds one or more complete msgpack values back to back; each value is one message.
-import { Packr, Unpackr } from 'msgpackr';
+import { Packr, Unpackr, RESERVE_START_SPACE } from 'msgpackr';
 import { ErrorCode } from './codes.js';
 import { topicError, type TopicLimits } from './topic.js';
 import { scanMsgpack, DEFAULT_MAX_DEPTH } from './scan.js';
@@ -165,21 +165,32 @@ export function validateClientMessage(m: unknown, topicLimits: TopicLimits, maxM
 }
 
 // ---- server -> client encoders -------------------------------------------------------------
+//
+// Every server encoder leaves HEADROOM free bytes in front of the message it returns, in the same
+// buffer and reserved for it, so a transport can write its frame header in place (no copy).
+
+/** Free bytes reserved in front of every server-encoded message (enough for a WebSocket header). */
+export const HEADROOM = 10;
+const RESERVE = RESERVE_START_SPACE | HEADROOM;
+
+function packReserved(value: unknown): Uint8Array {
+  return packr.pack(value, RESERVE).subarray(HEADROOM);
+}
 
 export function encodeResult(id: number, result?: unknown): Uint8Array {
-  return packr.pack(result === undefined ? [MsgType.RESULT, id] : [MsgType.RESULT, id, result]);
+  return packReserved(result === undefined ? [MsgType.RESULT, id] : [MsgType.RESULT, id, result]);
 }
 
 export function encodeError(id: number, code: number, message: string): Uint8Array {
-  return packr.pack([MsgType.ERROR, id, code, message]);
+  return packReserved([MsgType.ERROR, id, code, message]);
 }
 
 export function encodePong(id: number): Uint8Array {
-  return packr.pack([MsgType.PONG, id]);
+  return packReserved([MsgType.PONG, id]);
 }
 
 export function encodeGap(topic: string, dropped: number): Uint8Array {
-  return packr.pack([MsgType.GAP, topic, dropped]);
+  return packReserved([MsgType.GAP, topic, dropped]);
 }
 
 /** Encodes a payload value once; deliveries then embed these bytes without re-encoding. */
@@ -190,10 +201,9 @@ export function encodePayload(payload: unknown): Uint8Array {
 /**
  * Builds a MESSAGE frame `[18, topic, seq, payload]` from an already-encoded payload. Used for
  * fan-out: the frame is built once per publish and the same bytes go to every subscriber.
- * `topic` must be a valid topic (ASCII only), which the hub guarantees. `headroom` leaves that many
- * free bytes in front of the message in the same buffer (for a transport header written in place).
+ * `topic` must be a valid topic (ASCII only), which the hub guarantees.
  */
-export function encodeDelivery(topic: string, seq: number, payload: Uint8Array, headroom = 0): Uint8Array {
+export function encodeDelivery(topic: string, seq: number, payload: Uint8Array, headroom = HEADROOM): Uint8Array {
   const tlen = topic.length;
   const out = new Uint8Array(headroom + 2 + 3 + tlen + 9 + payload.length);
   let p = headroom;

@@ -4,7 +4,7 @@
 import { encodeDelivery } from '../protocol/messages.js';
 import type { Broker } from './broker.js';
 import { SubscriptionTrie } from './trie.js';
-import { WS_HEADROOM, wsFrameInPlace } from '../transport/frame.js';
+import { wsFrameInPlace } from '../transport/frame.js';
 
 /** One published message as every local subscriber receives it: encoded and framed once. */
 export class Outgoing {
@@ -81,7 +81,7 @@ export class Hub {
       return;
     }
     // Encode and frame once; every subscriber gets the same bytes.
-    const msg = encodeDelivery(topic, seq, payload, WS_HEADROOM);
+    const msg = encodeDelivery(topic, seq, payload);
     const out = new Outgoing(msg, wsFrameInPlace(msg), topic);
     const stamp = ++this.stamp;
     const mayDrop = this.mayDrop(topic);

@@ -2,8 +2,10 @@
 // (RFC 6455 section 5.2: servers never mask). Used to frame a broadcast once and write the same
 // bytes to every subscriber's socket.
 
+import { HEADROOM } from '../protocol/messages.js';
+
 /** Bytes to leave free in front of a message so a frame header can be written in place. */
-export const WS_HEADROOM = 10;
+export const WS_HEADROOM = HEADROOM;
 
 function headerLength(len: number): number {
   return len < 126 ? 2 : len < 65536 ? 4 : 10;
