@@ -88,3 +88,51 @@ test('live gateway: random frames from many clients never crash it; a healthy cl
   await healthy.close();
   await s.gw.close();
 });
+
+test('envelope fast path agrees with the general decoder whenever it accepts a frame', async () => {
+  const { parseEnvelope, newEnvelope, decode } = await import('../src/protocol/index.js');
+  const env = newEnvelope();
+  let accepted = 0;
+  const msg = fc.oneof(
+    fc.tuple(fc.constant(3), fc.nat({ max: 2 ** 32 + 5 }), fc.string({ maxLength: 40 }), fc.anything()),
+    fc.tuple(fc.constant(3), fc.nat(), fc.string({ maxLength: 40 }), fc.anything(), fc.oneof(fc.constant(null), fc.record({ noEcho: fc.boolean() }), fc.anything())),
+    fc.tuple(fc.constant(4), fc.nat(), fc.string({ maxLength: 200 })),
+    fc.tuple(fc.constant(4), fc.nat(), fc.string({ maxLength: 40 }), fc.anything()),
+  );
+  fc.assert(
+    fc.property(msg, fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 2 }), (m, flips) => {
+      let bytes: Uint8Array;
+      try {
+        bytes = new Uint8Array(encode(m));
+      } catch {
+        return;
+      }
+      for (const [pos, val] of flips) bytes[pos % bytes.length] = val;
+      if (!parseEnvelope(bytes, env)) return;
+      accepted++;
+      let general: unknown[];
+      try {
+        general = decodeFrame(bytes);
+      } catch (err) {
+        // the fast path defers payload decoding; the only acceptable disagreement is a payload
+        // the general decoder rejects, which the fast path then rejects when decoding the slice
+        assert.ok(err instanceof MalformedFrameError);
+        assert.throws(() => {
+          decode(bytes.subarray(env.payloadStart, env.payloadEnd));
+          if (env.optsEnd > env.optsStart) decode(bytes.subarray(env.optsStart, env.optsEnd));
+        });
+        return;
+      }
+      assert.equal(general.length, 1);
+      const g = general[0] as unknown[];
+      assert.equal(g[0], env.type);
+      assert.equal(g[1], env.id);
+      assert.equal(g[2], env.name);
+      if (env.payloadEnd > env.payloadStart) assert.deepEqual(decode(bytes.subarray(env.payloadStart, env.payloadEnd)), g[3]);
+      else assert.equal(g.length, 3);
+      if (env.optsEnd > env.optsStart) assert.deepEqual(decode(bytes.subarray(env.optsStart, env.optsEnd)), g[4]);
+    }),
+    { seed, numRuns: 4000 },
+  );
+  assert.ok(accepted > 500, `fast path exercised (${accepted} frames)`);
+});

@@ -7,7 +7,9 @@ import { CloseCode, ErrorCode } from '../protocol/codes.js';
 import {
   MsgType,
   MalformedFrameError,
+  decode,
   decodeFrame,
+  isPlainObject,
   encodeError,
   encodeGap,
   encodePayload,
@@ -22,6 +24,8 @@ import type { Beating } from '../heartbeat/heartbeat.js';
 import { ReplyError } from '../errors.js';
 import type { GatewayCore } from './core.js';
 import { TokenBucket } from './rate.js';
+import { newEnvelope, parseEnvelope } from '../protocol/envelope.js';
+import { topicError } from '../protocol/topic.js';
 import { fastPathSocket, senderIdle, sharedDeflateWindowBits } from '../transport/ws-internals.js';
 import { wsFrameInPlace } from '../transport/frame.js';
 import { compressedFrame } from '../transport/deflate.js';
@@ -69,6 +73,8 @@ export interface SessionInit {
 }
 
 const PUBLISH_OPTS_DEFAULT: PublishOptions = {};
+/** Scratch envelope: frames are handled synchronously, one at a time. */
+const env = newEnvelope();
 
 export class Session implements Subscriber, Beating, Connection {
   // hub / heartbeat fields (flat, numbers first)
@@ -238,6 +244,7 @@ export class Session implements Subscriber, Beating, Connection {
   // ---- inbound -------------------------------------------------------------------------------
 
   handleFrame(data: Buffer): void {
+    if (parseEnvelope(data, env, this.core.maxDepth)) return this.handleEnvelope(data);
     let msgs: unknown[];
     try {
       msgs = decodeFrame(data, this.core.maxDepth);
@@ -256,6 +263,53 @@ export class Session implements Subscriber, Beating, Connection {
     }
   }
 
+  /** Fast path: one canonical PUBLISH or REQUEST, payload still raw (see protocol/envelope.ts). */
+  private handleEnvelope(b: Buffer): void {
+    const core = this.core;
+    core.stats.messagesIn++;
+    const { id, name } = env;
+    if (env.type === MsgType.PUBLISH) {
+      const err = topicError(name, false, core.topicLimits);
+      if (err !== null) {
+        this.sendError(id, ErrorCode.INVALID_TOPIC, err);
+        return this.protocolError();
+      }
+      let opts: PublishOptions = PUBLISH_OPTS_DEFAULT;
+      if (env.optsEnd > env.optsStart) {
+        const o = this.decodeSlice(b, env.optsStart, env.optsEnd);
+        if (o === MALFORMED) return;
+        if (o !== null && !isPlainObject(o)) {
+          this.sendError(id, ErrorCode.BAD_REQUEST, 'options must be a map or nil');
+          return this.protocolError();
+        }
+        if (o !== null) opts = o as PublishOptions;
+      }
+      return this.onPublish(id, name, undefined, opts, b.subarray(env.payloadStart, env.payloadEnd));
+    }
+    if (name.length > 128) {
+      this.sendError(id, ErrorCode.BAD_REQUEST, 'method must be a string of 1..128 characters');
+      return this.protocolError();
+    }
+    let payload: unknown;
+    if (env.payloadEnd > env.payloadStart) {
+      payload = this.decodeSlice(b, env.payloadStart, env.payloadEnd);
+      if (payload === MALFORMED) return;
+    }
+    this.onRequest(id, name, payload);
+  }
+
+  /** Decodes a slice that the structural scan accepted; unknown extensions still fail (1007). */
+  private decodeSlice(b: Buffer, start: number, end: number): unknown {
+    try {
+      return decode(b.subarray(start, end));
+    } catch {
+      this.core.countError(-1);
+      this.core.stats.malformedFrames++;
+      this.close(CloseCode.INVALID_PAYLOAD, 'malformed msgpack');
+      return MALFORMED;
+    }
+  }
+
   private handleMessage(m: unknown): void {
     const core = this.core;
     core.stats.messagesIn++;
@@ -268,7 +322,7 @@ export class Session implements Subscriber, Beating, Connection {
     const msg = m as ClientMessage;
     switch (msg[0]) {
       case MsgType.PUBLISH:
-        return this.onPublish(msg[1], msg[2], msg[3], msg[4] ?? PUBLISH_OPTS_DEFAULT);
+        return this.onPublish(msg[1], msg[2], msg[3], msg[4] ?? PUBLISH_OPTS_DEFAULT, null);
       case MsgType.REQUEST:
         return this.onRequest(msg[1], msg[2], msg[3]);
       case MsgType.SUBSCRIBE:
@@ -290,7 +344,8 @@ export class Session implements Subscriber, Beating, Connection {
     }
   }
 
-  private onPublish(id: number, topic: string, payload: unknown, opts: PublishOptions): void {
+  /** `raw`: the payload's msgpack bytes when the fast path kept them (then `payload` is unused). */
+  private onPublish(id: number, topic: string, payload: unknown, opts: PublishOptions, raw: Uint8Array | null): void {
     const core = this.core;
     if (core.draining) return this.reply(id, ErrorCode.UNAVAILABLE, 'gateway is shutting down');
     if (this.canPublish !== null && !this.canPublish(topic)) {
@@ -298,17 +353,17 @@ export class Session implements Subscriber, Beating, Connection {
       return this.protocolError();
     }
     const hook = core.hooks.authorizePublish;
-    if (hook === undefined) return this.doPublish(id, topic, payload, opts);
+    if (hook === undefined) return this.doPublish(id, topic, payload, opts, raw);
     settle(
-      () => hook(this, topic, payload),
-      (ok) => (ok ? this.doPublish(id, topic, payload, opts) : this.reply(id, ErrorCode.FORBIDDEN, `not allowed to publish to ${topic}`)),
+      () => hook(this, topic, raw !== null ? decode(raw) : payload),
+      (ok) => (ok ? this.doPublish(id, topic, payload, opts, raw) : this.reply(id, ErrorCode.FORBIDDEN, `not allowed to publish to ${topic}`)),
       (err) => this.replyThrown(id, err),
     );
   }
 
-  private doPublish(id: number, topic: string, payload: unknown, opts: PublishOptions): void {
+  private doPublish(id: number, topic: string, payload: unknown, opts: PublishOptions, raw: Uint8Array | null): void {
     if (this.closing) return;
-    const bytes = encodePayload(payload);
+    const bytes = raw ?? encodePayload(payload);
     const exclude = opts.noEcho === true ? this.id : 0;
     let seq: number | Promise<number>;
     try {
@@ -452,6 +507,7 @@ export class Session implements Subscriber, Beating, Connection {
 }
 
 const SEND_OPTS = { binary: true } as const;
+const MALFORMED = Symbol('malformed');
 
 function isThenable(v: unknown): v is PromiseLike<unknown> {
   return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as { then?: unknown }).then === 'function';

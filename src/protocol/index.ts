@@ -3,3 +3,4 @@ export * from './codes.js';
 export * from './topic.js';
 export * from './messages.js';
 export * from './scan.js';
+export * from './envelope.js';

@@ -114,7 +114,7 @@ function isId(v: unknown): v is number {
   return typeof v === 'number' && v >= 0 && v <= MAX_ID && Number.isInteger(v);
 }
 
-function isPlainObject(v: unknown): v is Record<string, unknown> {
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && !ArrayBuffer.isView(v);
 }
 

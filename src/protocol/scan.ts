@@ -13,13 +13,30 @@ export const DEFAULT_MAX_DEPTH = 32;
  * malformed: -1 truncated / bad length, -2 too deep, -3 invalid byte (0xc1).
  */
 export function scanMsgpack(b: Uint8Array, maxDepth = DEFAULT_MAX_DEPTH): number {
-  const n = b.length;
+  const end = walk(b, 0, b.length, maxDepth, Infinity);
+  return end < 0 ? end : walked;
+}
+
+/**
+ * Offset just past the one complete value starting at `p` (bounded by `end` and `maxDepth`), or a
+ * negative error as scanMsgpack. Lets a decoder slice a value's raw bytes without decoding it.
+ */
+export function valueEnd(b: Uint8Array, p: number, end: number, maxDepth = DEFAULT_MAX_DEPTH): number {
+  return walk(b, p, end, maxDepth, 1);
+}
+
+/** Top-level values counted by the last walk(). */
+let walked = 0;
+
+/** Walks values from `start` until `n` or until `limit` top-level values are complete. */
+function walk(b: Uint8Array, start: number, n: number, maxDepth: number, limit: number): number {
   // remaining[d] = values still expected at depth d (depth 0 is unbounded top level)
   const remaining: number[] = [];
   let depth = 0;
-  let p = 0;
+  let p = start;
   let values = 0;
-  while (p < n) {
+  walked = 0;
+  while (p < n && values < limit) {
     const t = b[p++];
     let skip = 0; // bytes of body to skip
     let children = 0; // child values this value contains
@@ -104,5 +121,7 @@ export function scanMsgpack(b: Uint8Array, maxDepth = DEFAULT_MAX_DEPTH): number
     while (depth > 0 && --remaining[depth - 1] === 0) depth--;
     if (depth === 0) values++;
   }
-  return depth === 0 ? values : -1;
+  if (depth !== 0 || values === 0) return -1;
+  walked = values;
+  return p;
 }
