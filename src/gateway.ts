@@ -138,11 +138,7 @@ export class Gateway implements GatewayCore {
       timeout: c.heartbeat.timeout,
       ping: (s) => {
         this.stats.heartbeatPings++;
-        try {
-          s.ws.ping();
-        } catch {
-          /* socket already closing */
-        }
+        if (s.ws.readyState === 1) s.ping();
       },
       dead: (s) => {
         this.stats.heartbeatTerminations++;

@@ -72,7 +72,8 @@ function waitFor(child, type) {
 export async function startServer(kind, opts = {}, core = 1) {
   const child = fork(join(benchDir, 'servers', `${kind}.mjs`), [], {
     env: { ...process.env, BENCH_OPTS: JSON.stringify(opts) },
-    execArgv: ['--expose-gc'],
+    // BENCH_SERVER_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the server processes
+    execArgv: ['--expose-gc', ...(process.env.BENCH_SERVER_ARGS ? process.env.BENCH_SERVER_ARGS.split(' ') : [])],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   children.add(child);

@@ -185,6 +185,19 @@ export class Session implements Subscriber, Beating, Connection {
     } else this.ws.send(msg, SEND_OPTS);
   }
 
+  /** Heartbeat ping: a shared pre-built frame on the fast path, ws.ping() otherwise. */
+  ping(): void {
+    const sock = this.sock;
+    if (sock !== null && senderIdle(this.ws)) {
+      if (!this.corked) {
+        this.corked = true;
+        sock.cork();
+        this.core.corked(this);
+      }
+      sock.write(PING_FRAME);
+    } else this.ws.ping();
+  }
+
   /** Called by the gateway once per tick for every socket corked during it. */
   uncork(): void {
     this.corked = false;
@@ -508,6 +521,8 @@ export class Session implements Subscriber, Beating, Connection {
 
 const SEND_OPTS = { binary: true } as const;
 const MALFORMED = Symbol('malformed');
+/** FIN + ping opcode, empty payload (servers never mask). */
+const PING_FRAME = Buffer.from([0x89, 0x00]);
 
 function isThenable(v: unknown): v is PromiseLike<unknown> {
   return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as { then?: unknown }).then === 'function';
