@@ -35,7 +35,42 @@ class Lat {
   }
 }
 
+// socket.io over raw WebSocket: engine.io v4 text packets. '0{..}' open, '40' namespace connect,
+// '2' ping (answer '3'), '42[...]' events.
+const SIO_CONNECT = clientFrame(Buffer.from('40'), 1);
+const SIO_PONG = clientFrame(Buffer.from('3'), 1);
+async function openSio(url, onMessage) {
+  const u = new URL(url);
+  let ready;
+  const connected = new Promise((r) => (ready = r));
+  let api;
+  let isConnected = false;
+  api = await open(`ws://${u.host}/socket.io/?EIO=4&transport=websocket`, {
+    onMessage: (b, s, e, self) => {
+      if (e - s === 1 && b[s] === 0x32) return self.send(SIO_PONG);
+      if (!isConnected) {
+        if (b[s] === 0x34 && b[s + 1] === 0x30) {
+          isConnected = true;
+          ready();
+        } else if (b[s] === 0x30) self.send(SIO_CONNECT);
+        return;
+      }
+      onMessage(b, s, e);
+    },
+  });
+  await connected;
+  return api;
+}
+const sioEvent = (name, data) => clientFrame(Buffer.from(`42${JSON.stringify(data === undefined ? [name] : [name, data])}`), 1);
+
 async function connectMany(url, protocol, n, onMessage, batch = 200, extensions) {
+  if (protocol === 'socketio') {
+    const conns = [];
+    for (let i = 0; i < n; i += batch) {
+      conns.push(...(await Promise.all(Array.from({ length: Math.min(batch, n - i) }, (_, k) => openSio(url, (b, s, e) => onMessage(i + k, b, s, e))))));
+    }
+    return conns;
+  }
   const conns = [];
   for (let i = 0; i < n; i += batch) {
     const part = await Promise.all(
@@ -53,6 +88,7 @@ async function connectMany(url, protocol, n, onMessage, batch = 200, extensions)
 
 async function echo({ url, kind, conns: nConns, inflight, size, warmup, duration }) {
   const wg = kind === 'wiregate';
+  const sio = kind === 'socketio';
   const payload = Buffer.alloc(size, 0x61);
   // per connection: W pre-built frames (wiregate: id patched per slot), sent-at times
   const lat = new Lat();
@@ -62,6 +98,7 @@ async function echo({ url, kind, conns: nConns, inflight, size, warmup, duration
   let running = true;
   const state = [];
   const frameFor = (slot) => {
+    if (sio) return sioEvent('e', payload.toString('latin1'));
     if (!wg) return clientFrame(payload);
     const msg = Buffer.concat([Buffer.from([0x94, 0x04]), u32(slot + 1), str('echo'), binHeader(size), payload]);
     return clientFrame(msg);
@@ -85,7 +122,7 @@ async function echo({ url, kind, conns: nConns, inflight, size, warmup, duration
       st.conn.send(st.frames[slot]);
     }
   };
-  const conns = await connectMany(url, wg ? 'wiregate.v1' : undefined, nConns, onMessage);
+  const conns = await connectMany(url, wg ? 'wiregate.v1' : sio ? 'socketio' : undefined, nConns, onMessage);
   conns.forEach((conn, i) => {
     const frames = Array.from({ length: inflight }, (_, k) => frameFor(k));
     state[i] = { conn, frames, sentAt: new Float64Array(inflight), fifo: new Int32Array(inflight), head: 0, tail: 0 };
@@ -117,6 +154,7 @@ let subState = null;
 
 async function subscribe({ url, kind, conns: n, topic }) {
   const wg = kind === 'wiregate';
+  const sio = kind === 'socketio';
   const lat = new Lat(500_000);
   subState = { received: 0, lat, recording: false, acks: 0, perConn: new Uint32Array(n) };
   const onMessage = (ci, b, s, e) => {
@@ -130,13 +168,14 @@ async function subscribe({ url, kind, conns: n, topic }) {
     subState.perConn[ci]++; // total since subscribing, never reset
     if (subState.recording) {
       // timestamp: float64 at TS_OFF of the payload, which is at the end of the frame
-      const ts = b.readDoubleLE(e - subState.size + TS_OFF);
+      // (socket.io: the decimal after 'T' in 42["m","T<ms>|aaaa"])
+      const ts = sio ? Number(b.toString('latin1', s + 9, b.indexOf(0x7c, s))) : b.readDoubleLE(e - subState.size + TS_OFF);
       lat.add(now() - ts);
     }
   };
-  const conns = await connectMany(url, wg ? 'wiregate.v1' : undefined, n, onMessage);
+  const conns = await connectMany(url, wg ? 'wiregate.v1' : sio ? 'socketio' : undefined, n, onMessage);
   subState.conns = conns;
-  for (const c of conns) c.send(wg ? clientFrame(Buffer.concat([Buffer.from([0x93, 0x01, 0x01]), str(topic)])) : clientFrame(Buffer.from([1])));
+  for (const c of conns) c.send(wg ? clientFrame(Buffer.concat([Buffer.from([0x93, 0x01, 0x01]), str(topic)])) : sio ? sioEvent('s') : clientFrame(Buffer.from([1])));
   if (wg) while (subState.acks < n) await sleep(10);
   else await sleep(200);
   return { subscribed: n };
@@ -144,6 +183,7 @@ async function subscribe({ url, kind, conns: n, topic }) {
 
 async function publish({ url, kind, inflight, size, warmup, duration, topic }) {
   const wg = kind === 'wiregate';
+  const sio = kind === 'socketio';
   const body = Buffer.alloc(size, 0x62);
   body[0] = 2;
   let sent = 0;
@@ -153,18 +193,22 @@ async function publish({ url, kind, inflight, size, warmup, duration, topic }) {
   let measuredTo = -1;
   let conn;
   const build = () => {
+    if (sio) {
+      const t = `T${now()}|`;
+      sent++;
+      conn.send(sioEvent('p', t + 'b'.repeat(Math.max(0, size - t.length))));
+      return;
+    }
     body.writeDoubleLE(now(), TS_OFF);
     const msg = wg ? Buffer.concat([Buffer.from([0x94, 0x03]), u32(sent + 1), str(topic), binHeader(size), body]) : body;
     sent++;
     conn.send(clientFrame(msg));
   };
-  conn = await open(url, {
-    protocol: wg ? 'wiregate.v1' : undefined,
-    onMessage: () => {
-      acked++;
-      if (running) build();
-    },
-  });
+  const onAck = () => {
+    acked++;
+    if (running) build();
+  };
+  conn = sio ? await openSio(url, onAck) : await open(url, { protocol: wg ? 'wiregate.v1' : undefined, onMessage: onAck });
   for (let i = 0; i < inflight; i++) build();
   await sleep(warmup);
   measuredFrom = sent;

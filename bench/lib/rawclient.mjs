@@ -126,7 +126,7 @@ export function open(url, { protocol, onMessage, onClose, extensions } = {}) {
         const op = b0 & 0x0f;
         if (op === 0x9) socket.write(PONG_EMPTY);
         else if (op === 0x8) socket.end();
-        else if (op !== 0xa) onMessage?.(buf, p + h, p + h + len);
+        else if (op !== 0xa) onMessage?.(buf, p + h, p + h + len, api);
         p += h + len;
       }
       buf = p === n ? Buffer.alloc(0) : buf.subarray(p);

@@ -5,7 +5,7 @@ import { startLoad, startServer, measureServer, writeReport, mdTable, fmt, progr
 const PER_PROCESS = 15_000; // file-descriptor limit is 20k per process
 
 export async function fanout(opts) {
-  const targets = opts.targets ?? ['ws', 'wiregate', 'uws'];
+  const targets = opts.targets ?? ['ws', 'wiregate', 'uws', 'socketio'];
   const counts = opts.subscribers ?? (opts.quick ? [200] : [1000, 10000]);
   const size = 64;
   const inflight = 8;
@@ -71,7 +71,7 @@ export async function fanout(opts) {
     '',
     `Subscribers share core 0 with the publisher; the server runs alone on core 1. Command: \`${opts.command}\``,
   ].join('\n');
-  const svg = barChart('fan-out deliveries/s', rows.map((r) => ({ label: `${r.kind} ${r.subscribers} subs`, value: r.rate, color: r.kind === 'wiregate' ? '#d8643b' : r.kind === 'ws' ? '#3b7dd8' : '#5aa55a' })), 'deliveries/s');
+  const svg = barChart('fan-out deliveries/s', rows.map((r) => ({ label: `${r.kind} ${r.subscribers} subs`, value: r.rate, color: r.kind === 'wiregate' ? '#d8643b' : r.kind === 'ws' ? '#3b7dd8' : r.kind === 'uws' ? '#5aa55a' : '#999999' })), 'deliveries/s');
   writeReport('fanout', { scenario: 'fanout', machine: opts.machine, command: opts.command, quick: opts.quick, rows }, md, svg);
   return md;
 }

@@ -4,7 +4,7 @@
 import { startLoad, startServer, measureServer, writeReport, mdTable, fmt, progress, barChart } from '../lib/harness.mjs';
 
 export async function throughput(opts) {
-  const targets = opts.targets ?? ['ws', 'wiregate', 'uws'];
+  const targets = opts.targets ?? ['ws', 'wiregate', 'uws', 'socketio'];
   const sizes = opts.quick ? [64] : [64, 1024, 16384];
   const conns = opts.conns ?? (opts.quick ? 20 : 100);
   const inflight = 8;
@@ -40,7 +40,7 @@ export async function throughput(opts) {
     '',
     `Machine: ${opts.machine.cpu}, ${opts.machine.cores} cores, Node ${opts.machine.node}, ws ${opts.machine.ws}, bufferutil ${opts.machine.nativeHelpers.bufferutil ? 'loaded' : 'missing'}, UTF-8: ${opts.machine.nativeHelpers.utf8}. Command: \`${opts.command}\``,
   ].join('\n');
-  const svg = barChart(`echo msgs/s, ${conns} conns x ${inflight} in flight`, rows.map((r) => ({ label: `${r.kind} ${r.size} B`, value: r.rate, color: r.kind === 'wiregate' ? '#d8643b' : r.kind === 'ws' ? '#3b7dd8' : '#5aa55a' })), 'msgs/s');
+  const svg = barChart(`echo msgs/s, ${conns} conns x ${inflight} in flight`, rows.map((r) => ({ label: `${r.kind} ${r.size} B`, value: r.rate, color: r.kind === 'wiregate' ? '#d8643b' : r.kind === 'ws' ? '#3b7dd8' : r.kind === 'uws' ? '#5aa55a' : '#999999' })), 'msgs/s');
   writeReport('throughput', { scenario: 'throughput', machine: opts.machine, command: opts.command, quick: opts.quick, rows }, md, svg);
   return md;
 }
