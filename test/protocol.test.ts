@@ -185,3 +185,14 @@ test('close codes tell clients whether to reconnect', () => {
   assert.equal(shouldReconnect(4500), false);
   assert.equal(shouldReconnect(4999), false);
 });
+
+test('binary results use the direct encoder and decode like the generic one', () => {
+  for (const n of [255, 256, 1000, 65535, 65536, 70000]) {
+    const bin = Buffer.alloc(n, 7);
+    for (const id of [1, 200, 70000, 2 ** 32 - 1]) {
+      const m = encodeResult(id, bin);
+      assert.deepEqual(decode(Buffer.from(m.buffer, m.byteOffset, m.length)), [16, id, bin]);
+      assert.ok(m.byteOffset >= 10, 'headroom kept for in-place framing');
+    }
+  }
+});

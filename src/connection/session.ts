@@ -86,8 +86,9 @@ export class Session implements Subscriber, Beating, Connection {
   /** Deliveries skipped under the `drop` policy since the last GAP, by topic. */
   private dropped: Map<string, number> | null = null;
   closing = false;
-  readonly subscriptions = new Set<string>();
-  data: Record<string, unknown> = {};
+  /** Created on first subscribe: an idle connection carries no Set. */
+  private subs: Set<string> | null = null;
+  private appData: Record<string, unknown> | null = null;
   readonly ip: string;
   readonly url: string;
   readonly headers: IncomingHttpHeaders;
@@ -142,6 +143,18 @@ export class Session implements Subscriber, Beating, Connection {
     ws.on('ping', onPong);
     ws.on('close', onClose);
     ws.on('error', onError);
+  }
+
+  get subscriptions(): ReadonlySet<string> {
+    return this.subs ?? NO_SUBSCRIPTIONS;
+  }
+
+  get data(): Record<string, unknown> {
+    return (this.appData ??= {});
+  }
+
+  set data(v: Record<string, unknown>) {
+    this.appData = v;
   }
 
   // ---- outbound ------------------------------------------------------------------------------
@@ -395,8 +408,8 @@ export class Session implements Subscriber, Beating, Connection {
 
   private onSubscribe(id: number, pattern: string): void {
     const core = this.core;
-    if (this.subscriptions.has(pattern)) return this.ok(id);
-    if (this.subscriptions.size >= core.config.limits.maxSubscriptions) {
+    if (this.subs !== null && this.subs.has(pattern)) return this.ok(id);
+    if (this.subs !== null && this.subs.size >= core.config.limits.maxSubscriptions) {
       return this.reply(id, ErrorCode.TOO_MANY_SUBSCRIPTIONS, `at most ${core.config.limits.maxSubscriptions} subscriptions per connection`);
     }
     if (this.canSubscribe !== null && !this.canSubscribe(pattern)) {
@@ -414,11 +427,12 @@ export class Session implements Subscriber, Beating, Connection {
 
   private doSubscribe(id: number, pattern: string): void {
     if (this.closing || this.ws.readyState !== 1) return;
-    if (this.subscriptions.has(pattern)) return this.ok(id);
-    if (this.subscriptions.size >= this.core.config.limits.maxSubscriptions) {
+    const subs = (this.subs ??= new Set());
+    if (subs.has(pattern)) return this.ok(id);
+    if (subs.size >= this.core.config.limits.maxSubscriptions) {
       return this.reply(id, ErrorCode.TOO_MANY_SUBSCRIPTIONS, `at most ${this.core.config.limits.maxSubscriptions} subscriptions per connection`);
     }
-    this.subscriptions.add(pattern);
+    subs.add(pattern);
     this.core.stats.subscriptions++;
     const r = this.core.hub.subscribe(this, pattern);
     if (r === undefined) return this.ok(id);
@@ -426,7 +440,7 @@ export class Session implements Subscriber, Beating, Connection {
   }
 
   private onUnsubscribe(id: number, pattern: string): void {
-    if (this.subscriptions.delete(pattern)) {
+    if (this.subs !== null && this.subs.delete(pattern)) {
       this.core.stats.subscriptions--;
       const r = this.core.hub.unsubscribe(this, pattern);
       if (r !== undefined) r.catch((err) => this.core.log.error({ err }, 'broker unsubscribe failed'));
@@ -509,18 +523,21 @@ export class Session implements Subscriber, Beating, Connection {
 
   /** Called once when the socket has closed: removes every subscription. */
   cleanup(): void {
+    const subs = this.subs;
+    if (subs === null) return;
     const hub = this.core.hub;
-    for (const pattern of this.subscriptions) {
+    for (const pattern of subs) {
       const r = hub.unsubscribe(this, pattern);
       if (r !== undefined) r.catch(() => {});
     }
-    this.core.stats.subscriptions -= this.subscriptions.size;
-    this.subscriptions.clear();
+    this.core.stats.subscriptions -= subs.size;
+    this.subs = null;
   }
 }
 
 const SEND_OPTS = { binary: true } as const;
 const MALFORMED = Symbol('malformed');
+const NO_SUBSCRIPTIONS: ReadonlySet<string> = new Set<string>();
 /** FIN + ping opcode, empty payload (servers never mask). */
 const PING_FRAME = Buffer.from([0x89, 0x00]);
 

@@ -178,7 +178,34 @@ function packReserved(value: unknown): Uint8Array {
 }
 
 export function encodeResult(id: number, result?: unknown): Uint8Array {
+  // Binary results (echo, blobs) skip the generic encoder: one allocation, one copy.
+  if (result instanceof Uint8Array && result.length >= 256) return encodeBinResult(id, result);
   return packReserved(result === undefined ? [MsgType.RESULT, id] : [MsgType.RESULT, id, result]);
+}
+
+function encodeBinResult(id: number, bin: Uint8Array): Uint8Array {
+  const n = bin.length;
+  const out = new Uint8Array(HEADROOM + 2 + 5 + 5 + n);
+  let p = HEADROOM;
+  out[p++] = 0x93;
+  out[p++] = MsgType.RESULT;
+  p = writeUint(out, p, id);
+  if (n < 256) {
+    out[p++] = 0xc4;
+    out[p++] = n;
+  } else if (n < 65536) {
+    out[p++] = 0xc5;
+    out[p++] = n >>> 8;
+    out[p++] = n & 0xff;
+  } else {
+    out[p++] = 0xc6;
+    out[p++] = n >>> 24;
+    out[p++] = (n >>> 16) & 0xff;
+    out[p++] = (n >>> 8) & 0xff;
+    out[p++] = n & 0xff;
+  }
+  out.set(bin, p);
+  return out.subarray(HEADROOM, p + n);
 }
 
 export function encodeError(id: number, code: number, message: string): Uint8Array {
