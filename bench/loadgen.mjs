@@ -148,11 +148,69 @@ async function echo({ url, kind, conns: nConns, inflight, size, warmup, duration
   return { messages: count, rate: count / elapsed, mbps: bytes / elapsed / 1e6, latency: lat.summary(), loadCpu: cpuMs / 1000 / elapsed, elapsed };
 }
 
+// ---- open-loop echo at a fixed rate (latency at a given load) ----------------------------------
+
+async function paced({ url, kind, conns: nConns, rate, size, warmup, duration }) {
+  const wg = kind === 'wiregate';
+  const payload = Buffer.alloc(size, 0x61);
+  const RING = 1 << 16;
+  const lat = new Lat();
+  let recording = false;
+  let received = 0;
+  const state = [];
+  const onMessage = (ci, b, s) => {
+    const st = state[ci];
+    const t = now();
+    // wiregate: the id (a uint32 we chose) indexes the send-time ring; baselines answer in order
+    const seqNo = wg ? readUint(b, s + 2)[0] : st.acked++;
+    if (recording) {
+      received++;
+      lat.add(t - st.sentAt[seqNo % RING]);
+    }
+  };
+  const conns = await connectMany(url, wg ? 'wiregate.v1' : undefined, nConns, onMessage);
+  conns.forEach((conn, i) => (state[i] = { conn, sentAt: new Float64Array(RING), sent: 0, acked: 0 }));
+  const template = wg ? Buffer.concat([Buffer.from([0x94, 0x04]), u32(1), str('echo'), binHeader(size), payload]) : payload;
+  const frame = clientFrame(template);
+  const idOff = payloadOffset(template.length) + 3; // after 0x94 0x04 0xce
+  send({ type: 'connected' });
+  let total = 0;
+  let next = 0;
+  const t0 = now();
+  const tick = () => {
+    const due = Math.floor(((now() - t0) / 1000) * rate);
+    while (total < due) {
+      const st = state[next];
+      next = (next + 1) % state.length;
+      st.sentAt[st.sent % RING] = now();
+      if (wg) {
+        const f = Buffer.from(frame); // a fresh copy: the previous one may still be queued
+        f.writeUInt32BE(st.sent % 0xffffffff, idOff);
+        st.conn.send(f);
+      } else st.conn.send(frame);
+      st.sent++;
+      total++;
+    }
+  };
+  const timer = setInterval(tick, 1);
+  await sleep(warmup);
+  recording = true;
+  const c0 = cpu();
+  const ts = now();
+  await sleep(duration);
+  recording = false;
+  const elapsed = (now() - ts) / 1000;
+  clearInterval(timer);
+  const cpuMs = cpu() - c0;
+  for (const st of state) st.conn.close();
+  return { target: rate, achieved: received / elapsed, latency: lat.summary(), loadCpu: cpuMs / 1000 / elapsed };
+}
+
 // ---- fan-out ---------------------------------------------------------------------------------
 
 let subState = null;
 
-async function subscribe({ url, kind, conns: n, topic }) {
+async function subscribe({ url, kind, conns: n, topic, deflate }) {
   const wg = kind === 'wiregate';
   const sio = kind === 'socketio';
   const lat = new Lat(500_000);
@@ -166,14 +224,14 @@ async function subscribe({ url, kind, conns: n, topic }) {
     }
     subState.received++;
     subState.perConn[ci]++; // total since subscribing, never reset
-    if (subState.recording) {
+    if (subState.recording && !deflate) {
       // timestamp: float64 at TS_OFF of the payload, which is at the end of the frame
       // (socket.io: the decimal after 'T' in 42["m","T<ms>|aaaa"])
       const ts = sio ? Number(b.toString('latin1', s + 9, b.indexOf(0x7c, s))) : b.readDoubleLE(e - subState.size + TS_OFF);
       lat.add(now() - ts);
     }
   };
-  const conns = await connectMany(url, wg ? 'wiregate.v1' : sio ? 'socketio' : undefined, n, onMessage);
+  const conns = await connectMany(url, wg ? 'wiregate.v1' : sio ? 'socketio' : undefined, n, onMessage, 200, deflate ? 'permessage-deflate; client_max_window_bits' : undefined);
   subState.conns = conns;
   for (const c of conns) c.send(wg ? clientFrame(Buffer.concat([Buffer.from([0x93, 0x01, 0x01]), str(topic)])) : sio ? sioEvent('s') : clientFrame(Buffer.from([1])));
   if (wg) while (subState.acks < n) await sleep(10);
@@ -306,7 +364,7 @@ function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-const handlers = { echo, subscribe, publish, openIdle, closeIdle, compressEcho, http };
+const handlers = { echo, paced, subscribe, publish, openIdle, closeIdle, compressEcho, http };
 
 process.on('message', async (m) => {
   if (m.cmd === 'exit') {

@@ -25,12 +25,13 @@ const { values, positionals } = parseArgs({
     targets: { type: 'string' },
     subscribers: { type: 'string' },
     conns: { type: 'string' },
+    repeat: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 
 if (values.help || positionals.length === 0) {
-  console.log(`usage: npm run bench -- <${Object.keys(SCENARIOS).join('|')}|all|quick> [--quick] [--duration S] [--payload-file F] [--targets ws,wiregate,uws] [--subscribers 1000,10000] [--conns N]`);
+  console.log(`usage: npm run bench -- <${Object.keys(SCENARIOS).join('|')}|all|quick> [--quick] [--duration S] [--payload-file F] [--targets ws,wiregate,uws] [--subscribers 1000,10000] [--conns N] [--repeat N]`);
   process.exit(positionals.length === 0 && !values.help ? 2 : 0);
 }
 
@@ -58,6 +59,7 @@ const opts = {
   targets: values.targets?.split(','),
   subscribers: values.subscribers?.split(',').map(Number),
   conns: values.conns ? Number(values.conns) : undefined,
+  repeat: values.repeat ? Number(values.repeat) : undefined,
   command: `npm run bench -- ${process.argv.slice(2).join(' ')}`,
 };
 if (opts.payloadFile) readFileSync(opts.payloadFile); // fail early on a bad path

@@ -61,6 +61,33 @@ export async function fanout(opts) {
     const base = rows.find((x) => x.kind === 'ws' && x.subscribers === r.subscribers);
     r.vsWs = base ? r.rate / base.rate : null;
   }
+  // Compressed fan-out: the same wiregate (preset fast), 1 KiB compressible messages, subscribers
+  // that do or do not negotiate permessage-deflate. wiregate compresses each broadcast once.
+  const zRows = [];
+  if (!opts.targets || opts.targets.includes('wiregate')) {
+    const zn = counts[0];
+    for (const deflate of [false, true]) {
+      progress(`fanout wiregate, 1 KiB, ${zn} subscribers, permessage-deflate ${deflate ? 'negotiated' : 'off'}`);
+      const server = await startServer('wiregate', { heartbeat: { interval: 0, timeout: 1000 }, compression: { preset: 'fast' } }, 1);
+      const sub = await startLoad(0);
+      const pub = await startLoad(0);
+      try {
+        await sub.run('subscribe', { url: server.url, kind: 'wiregate', conns: zn, topic, deflate });
+        const m = await measureServer(server, async () => {
+          const running = pub.run('publish', { url: server.url, kind: 'wiregate', inflight, size: 1024, warmup: 0, duration: warmup + duration, topic });
+          await new Promise((r) => setTimeout(r, warmup));
+          await sub.call({ cmd: 'record', on: true, reset: true, size: 1024 });
+          return running;
+        });
+        const st = await sub.call({ cmd: 'subStats' });
+        zRows.push({ deflate, subscribers: zn, deliveries: st.received, rate: st.received / m.secs, cpuUsPerDelivery: (m.serverCpuMs * 1000) / st.received });
+      } finally {
+        await pub.stop();
+        await sub.stop();
+        await server.stop();
+      }
+    }
+  }
   const md = [
     `## Fan-out, ${size} B messages, ${inflight} broadcasts in flight`,
     '',
@@ -69,9 +96,16 @@ export async function fanout(opts) {
       rows.map((r) => [r.kind, fmt(r.subscribers), fmt(r.rate), fmt(r.vsWs, 2), fmt(r.publishesPerSec), fmt(r.p50, 2), fmt(r.p99, 2), `${fmt(r.serverCpu * 100)}%`, r.lost ? `LOST (per-subscriber ${r.minPer}..${r.maxPer} of ${r.published})` : 'none']),
     ),
     '',
+    '### Compressed fan-out (wiregate, preset `fast`, 1 KiB compressible messages)',
+    '',
+    mdTable(
+      ['permessage-deflate', 'subscribers', 'deliveries/s', 'server µs per delivery', 'x uncompressed'],
+      zRows.map((r) => [r.deflate ? 'negotiated' : 'off', fmt(r.subscribers), fmt(r.rate), fmt(r.cpuUsPerDelivery, 2), fmt(r.cpuUsPerDelivery / zRows[0].cpuUsPerDelivery, 2)]),
+    ),
+    '',
     `Subscribers share core 0 with the publisher; the server runs alone on core 1. Command: \`${opts.command}\``,
   ].join('\n');
   const svg = barChart('fan-out deliveries/s', rows.map((r) => ({ label: `${r.kind} ${r.subscribers} subs`, value: r.rate, color: r.kind === 'wiregate' ? '#d8643b' : r.kind === 'ws' ? '#3b7dd8' : r.kind === 'uws' ? '#5aa55a' : '#999999' })), 'deliveries/s');
-  writeReport('fanout', { scenario: 'fanout', machine: opts.machine, command: opts.command, quick: opts.quick, rows }, md, svg);
+  writeReport('fanout', { scenario: 'fanout', machine: opts.machine, command: opts.command, quick: opts.quick, rows, compressed: zRows }, md, svg);
   return md;
 }

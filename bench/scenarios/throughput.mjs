@@ -10,37 +10,88 @@ export async function throughput(opts) {
   const inflight = 8;
   const duration = opts.duration ?? (opts.quick ? 2000 : 5000);
   const warmup = opts.quick ? 500 : 1500;
+  const run = async (kind, size, c) => {
+    progress(`throughput ${kind} ${size} B, ${c} conns x ${inflight} in flight, ${duration / 1000} s`);
+    const server = await startServer(kind, { heartbeat: { interval: 0, timeout: 1000 } }, 1);
+    const load = await startLoad(0);
+    try {
+      const m = await measureServer(server, () => load.run('echo', { url: server.url, kind, conns: c, inflight, size, warmup, duration }));
+      const r = m.result;
+      return { kind, size, conns: c, inflight, rate: r.rate, mbps: r.mbps, p50: r.latency.p50, p99: r.latency.p99, p999: r.latency.p999, serverCpu: m.serverCpu, loadCpu: r.loadCpu, loadSaturated: r.loadCpu > 0.9 };
+    } finally {
+      await load.stop();
+      await server.stop();
+    }
+  };
+  // Repeats interleave the targets (ws, wiregate, uws, ws, ...) and keep each target's median run,
+  // so a noisy moment on a shared machine hits every target alike.
+  const repeat = opts.repeat ?? (opts.quick ? 1 : 3);
+  const median = async (size, c, kinds) => {
+    const runs = new Map(kinds.map((k) => [k, []]));
+    for (let i = 0; i < repeat; i++) for (const kind of kinds) runs.get(kind).push(await run(kind, size, c));
+    return kinds.map((k) => {
+      const sorted = runs.get(k).sort((a, b) => a.rate - b.rate);
+      return { ...sorted[Math.floor(sorted.length / 2)], runs: sorted.map((r) => Math.round(r.rate)) };
+    });
+  };
   const rows = [];
-  for (const size of sizes) {
-    for (const kind of targets) {
-      progress(`throughput ${kind} ${size} B, ${conns} conns x ${inflight} in flight, ${duration / 1000} s`);
-      const server = await startServer(kind, { heartbeat: { interval: 0, timeout: 1000 } }, 1);
-      const load = await startLoad(0);
-      try {
-        const m = await measureServer(server, () => load.run('echo', { url: server.url, kind, conns, inflight, size, warmup, duration }));
-        const r = m.result;
-        rows.push({ kind, size, conns, inflight, rate: r.rate, mbps: r.mbps, p50: r.latency.p50, p99: r.latency.p99, p999: r.latency.p999, serverCpu: m.serverCpu, loadCpu: r.loadCpu, loadSaturated: r.loadCpu > 0.9 });
-      } finally {
-        await load.stop();
-        await server.stop();
-      }
+  for (const size of sizes) rows.push(...(await median(size, conns, targets)));
+  // throughput vs connections (64 B): the full run adds 10 and 1000 connections to the 100 above
+  const sweep = rows.filter((r) => r.size === 64);
+  if (!opts.quick && !opts.conns) {
+    for (const c of [10, 1000]) sweep.push(...(await median(64, c, targets.filter((t) => t !== 'socketio'))));
+  }
+  // latency at half of each server's maximum echo rate (open loop: a fixed send rate, not a window)
+  const paced = [];
+  for (const kind of targets.filter((t) => t === 'ws' || t === 'wiregate')) {
+    const max = rows.find((r) => r.kind === kind && r.size === 64 && r.conns === conns);
+    if (!max) continue;
+    const rate = Math.round(max.rate / 2);
+    progress(`latency ${kind}: ${fmt(rate)} msgs/s fixed rate (half its maximum), ${conns} conns`);
+    const server = await startServer(kind, { heartbeat: { interval: 0, timeout: 1000 } }, 1);
+    const load = await startLoad(0);
+    try {
+      const m = await measureServer(server, () => load.run('paced', { url: server.url, kind, conns, rate, size: 64, warmup, duration }));
+      paced.push({ kind, rate, achieved: m.result.achieved, ...m.result.latency, serverCpu: m.serverCpu });
+    } finally {
+      await load.stop();
+      await server.stop();
     }
   }
-  for (const r of rows) {
-    const base = rows.find((x) => x.kind === 'ws' && x.size === r.size);
+  for (const r of [...rows, ...sweep]) {
+    const base = [...rows, ...sweep].find((x) => x.kind === 'ws' && x.size === r.size && x.conns === r.conns);
     r.vsWs = base ? r.rate / base.rate : null;
   }
+  sweep.sort((a, b) => a.conns - b.conns || targets.indexOf(a.kind) - targets.indexOf(b.kind));
   const md = [
     `## Throughput (echo / request-reply), ${conns} connections x ${inflight} in flight`,
     '',
     mdTable(
-      ['server', 'payload', 'msgs/s', 'x raw ws', 'MB/s', 'p50 ms', 'p99 ms', 'p999 ms', 'server CPU', 'load CPU'],
-      rows.map((r) => [r.kind, `${r.size} B`, fmt(r.rate), fmt(r.vsWs, 2), fmt(r.mbps, 1), fmt(r.p50, 2), fmt(r.p99, 2), fmt(r.p999, 2), `${fmt(r.serverCpu * 100)}%`, `${fmt(r.loadCpu * 100)}%${r.loadSaturated ? ' (saturated)' : ''}`]),
+      ['server', 'payload', 'msgs/s (median)', 'runs', 'x raw ws', 'MB/s', 'p50 ms', 'p99 ms', 'p999 ms', 'server CPU', 'load CPU'],
+      rows.map((r) => [r.kind, `${r.size} B`, fmt(r.rate), r.runs.map((x) => fmt(x / 1000) + 'k').join(' '), fmt(r.vsWs, 2), fmt(r.mbps, 1), fmt(r.p50, 2), fmt(r.p99, 2), fmt(r.p999, 2), `${fmt(r.serverCpu * 100)}%`, `${fmt(r.loadCpu * 100)}%${r.loadSaturated ? ' (saturated)' : ''}`]),
+    ),
+    '',
+    '',
+    `### Latency at half the maximum echo rate (64 B, open loop, ${conns} connections)`,
+    '',
+    mdTable(
+      ['server', 'offered msgs/s', 'achieved msgs/s', 'p50 ms', 'p99 ms', 'p999 ms', 'server CPU'],
+      paced.map((r) => [r.kind, fmt(r.rate), fmt(r.achieved), fmt(r.p50, 2), fmt(r.p99, 2), fmt(r.p999, 2), `${fmt(r.serverCpu * 100)}%`]),
+    ),
+    '',
+    `### Throughput vs connections (64 B, ${inflight} in flight per connection)`,
+    '',
+    mdTable(
+      ['server', 'connections', 'msgs/s', 'x raw ws', 'p99 ms', 'server CPU', 'load CPU'],
+      sweep.map((r) => [r.kind, fmt(r.conns), fmt(r.rate), fmt(r.vsWs, 2), fmt(r.p99, 2), `${fmt(r.serverCpu * 100)}%`, `${fmt(r.loadCpu * 100)}%${r.loadSaturated ? ' (saturated)' : ''}`]),
     ),
     '',
     `Machine: ${opts.machine.cpu}, ${opts.machine.cores} cores, Node ${opts.machine.node}, ws ${opts.machine.ws}, bufferutil ${opts.machine.nativeHelpers.bufferutil ? 'loaded' : 'missing'}, UTF-8: ${opts.machine.nativeHelpers.utf8}. Command: \`${opts.command}\``,
   ].join('\n');
   const svg = barChart(`echo msgs/s, ${conns} conns x ${inflight} in flight`, rows.map((r) => ({ label: `${r.kind} ${r.size} B`, value: r.rate, color: r.kind === 'wiregate' ? '#d8643b' : r.kind === 'ws' ? '#3b7dd8' : r.kind === 'uws' ? '#5aa55a' : '#999999' })), 'msgs/s');
-  writeReport('throughput', { scenario: 'throughput', machine: opts.machine, command: opts.command, quick: opts.quick, rows }, md, svg);
+  const colors = { wiregate: '#d8643b', ws: '#3b7dd8', uws: '#5aa55a', socketio: '#999999' };
+  const svgConns = barChart('echo msgs/s vs connections (64 B)', sweep.map((r) => ({ label: `${r.kind} ${r.conns} conns`, value: r.rate, color: colors[r.kind] })), 'msgs/s');
+  writeReport('throughput', { scenario: 'throughput', machine: opts.machine, command: opts.command, quick: opts.quick, rows, sweep, paced }, md, svg);
+  writeReport('throughput-conns', { scenario: 'throughput-conns', machine: opts.machine, command: opts.command, quick: opts.quick, rows: sweep }, md, svgConns);
   return md;
 }
