@@ -68,6 +68,16 @@ function waitFor(child, type) {
   });
 }
 
+/** Asks a child to exit (it closes its sockets), killing it if it has not gone after 5 s. */
+async function stopChild(child) {
+  if (child.exitCode !== null) return;
+  const gone = new Promise((r) => child.once('exit', r));
+  child.send({ cmd: 'exit' });
+  const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await gone;
+  clearTimeout(t);
+}
+
 /** Starts a server process (servers/<kind>.mjs) pinned to `core`. */
 export async function startServer(kind, opts = {}, core = 1) {
   const child = fork(join(benchDir, 'servers', `${kind}.mjs`), [], {
@@ -89,14 +99,7 @@ export async function startServer(kind, opts = {}, core = 1) {
     url: `ws://127.0.0.1:${ready.port}/ws`,
     stats: async () => (await rpc(child, { cmd: 'stats' }, 'stats')),
     gc: async () => rpc(child, { cmd: 'gc' }, 'gc'),
-    stop: async () => {
-      if (child.exitCode !== null) return;
-      const gone = new Promise((r) => child.once('exit', r));
-      child.send({ cmd: 'exit' });
-      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await gone;
-      clearTimeout(t);
-    },
+    stop: () => stopChild(child),
   };
 }
 
@@ -112,14 +115,7 @@ export async function startLoad(core = 0) {
     pinned,
     run: async (cmd, args) => (await rpc(child, { cmd, args })).result,
     call: async (msg) => (await rpc(child, msg)).result,
-    stop: async () => {
-      if (child.exitCode !== null) return;
-      const gone = new Promise((r) => child.once('exit', r));
-      child.send({ cmd: 'exit' });
-      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await gone;
-      clearTimeout(t);
-    },
+    stop: () => stopChild(child),
   };
 }
 

@@ -49,33 +49,25 @@ export function createMetrics(stats: Stats, live: { connections(): number; patte
   counter('wiregate_deflated_messages_total', 'Messages compressed by wiregate itself (one per broadcast, shared by all subscribers)', () => stats.deflated);
   counter('wiregate_http_publishes_total', 'Messages published through POST /v1/publish', () => stats.httpPublishes);
 
-  const lastErr = new Map<number, number>();
-  new Counter({
-    name: 'wiregate_errors_total',
-    help: 'Errors answered to clients, by code (MALFORMED_FRAME and TEXT_FRAME close the connection)',
-    labelNames: ['code'],
-    registers: [register],
-    collect() {
-      for (const [code, v] of stats.errors) {
-        const d = v - (lastErr.get(code) ?? 0);
-        if (d > 0) this.inc({ code: code === -1 ? 'MALFORMED_FRAME' : code === -2 ? 'TEXT_FRAME' : errorCodeName(code) }, d);
-        lastErr.set(code, v);
-      }
-    },
-  });
-  const lastRej = new Map<string, number>();
-  new Counter({
-    name: 'wiregate_upgrades_rejected_total',
-    help: 'Upgrade requests refused before a WebSocket existed, by reason',
-    labelNames: ['reason'],
-    registers: [register],
-    collect() {
-      for (const [reason, v] of stats.upgradesRejected) {
-        const d = v - (lastRej.get(reason) ?? 0);
-        if (d > 0) this.inc({ reason }, d);
-        lastRej.set(reason, v);
-      }
-    },
-  });
+  const labelled = <K>(name: string, help: string, label: string, read: () => Map<K, number>, labelOf: (k: K) => string) => {
+    const last = new Map<K, number>();
+    new Counter({
+      name,
+      help,
+      labelNames: [label],
+      registers: [register],
+      collect() {
+        for (const [k, v] of read()) {
+          const d = v - (last.get(k) ?? 0);
+          if (d > 0) this.inc({ [label]: labelOf(k) }, d);
+          last.set(k, v);
+        }
+      },
+    });
+  };
+  labelled('wiregate_errors_total', 'Errors answered to clients, by code (MALFORMED_FRAME and TEXT_FRAME close the connection)', 'code', () => stats.errors, (code) =>
+    code === -1 ? 'MALFORMED_FRAME' : code === -2 ? 'TEXT_FRAME' : errorCodeName(code),
+  );
+  labelled('wiregate_upgrades_rejected_total', 'Upgrade requests refused before a WebSocket existed, by reason', 'reason', () => stats.upgradesRejected, (reason) => reason);
   return register;
 }
