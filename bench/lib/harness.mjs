@@ -175,7 +175,7 @@ export function writeReport(scenario, data, markdown, svg) {
   const json = JSON.stringify(data, null, 2);
   writeFileSync(join(dir, `${scenario}-${stamp}.json`), json);
   writeFileSync(join(dir, `latest-${scenario}.json`), json);
-  writeFileSync(join(dir, `latest-${scenario}.md`), markdown);
+  if (markdown) writeFileSync(join(dir, `latest-${scenario}.md`), markdown);
   if (svg) writeFileSync(join(dir, `latest-${scenario}.svg`), svg);
   return dir;
 }

@@ -92,6 +92,6 @@ export async function throughput(opts) {
   const colors = { wiregate: '#d8643b', ws: '#3b7dd8', uws: '#5aa55a', socketio: '#999999' };
   const svgConns = barChart('echo msgs/s vs connections (64 B)', sweep.map((r) => ({ label: `${r.kind} ${r.conns} conns`, value: r.rate, color: colors[r.kind] })), 'msgs/s');
   writeReport('throughput', { scenario: 'throughput', machine: opts.machine, command: opts.command, quick: opts.quick, rows, sweep, paced }, md, svg);
-  writeReport('throughput-conns', { scenario: 'throughput-conns', machine: opts.machine, command: opts.command, quick: opts.quick, rows: sweep }, md, svgConns);
+  writeReport('throughput-conns', { scenario: 'throughput-conns', machine: opts.machine, command: opts.command, quick: opts.quick, rows: sweep }, null, svgConns);
   return md;
 }
