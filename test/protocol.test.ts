@@ -187,7 +187,7 @@ test('close codes tell clients whether to reconnect', () => {
 });
 
 test('binary results use the direct encoder and decode like the generic one', () => {
-  for (const n of [255, 256, 1000, 65535, 65536, 70000]) {
+  for (const n of [0, 1, 64, 255, 256, 1000, 65535, 65536, 70000]) {
     const bin = Buffer.alloc(n, 7);
     for (const id of [1, 200, 70000, 2 ** 32 - 1]) {
       const m = encodeResult(id, bin);
@@ -195,4 +195,15 @@ test('binary results use the direct encoder and decode like the generic one', ()
       assert.ok(m.byteOffset >= 10, 'headroom kept for in-place framing');
     }
   }
+});
+
+test('decode returns lone bin values as views and still rejects truncated ones', () => {
+  for (const n of [0, 5, 255, 256, 70000]) {
+    const enc = Buffer.from(encode(Buffer.alloc(n, 3)));
+    const d = decode(enc) as Uint8Array;
+    assert.equal(d.length, n);
+    assert.ok(d.every((x) => x === 3));
+  }
+  assert.throws(() => decode(Buffer.from([0xc4, 5, 1, 2])));
+  assert.throws(() => decode(Buffer.from([0xc5, 0])));
 });

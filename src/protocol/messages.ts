@@ -73,6 +73,13 @@ export function encode(value: unknown): Uint8Array {
 
 /** Decodes a single msgpack value (throws on malformed input). */
 export function decode(bytes: Uint8Array): unknown {
+  // A lone bin value (raw bytes: the common IoT / game payload) is returned as a view, no decoder call.
+  const t = bytes[0];
+  const h = t === 0xc4 ? 2 : t === 0xc5 ? 3 : t === 0xc6 ? 5 : 0;
+  if (h !== 0 && bytes.length >= h) {
+    const n = t === 0xc4 ? bytes[1] : t === 0xc5 ? (bytes[1] << 8) | bytes[2] : ((bytes[1] << 24) >>> 0) + ((bytes[2] << 16) | (bytes[3] << 8) | bytes[4]);
+    if (n === bytes.length - h) return bytes.subarray(h);
+  }
   return unpackr.unpack(bytes);
 }
 
@@ -178,8 +185,8 @@ function packReserved(value: unknown): Uint8Array {
 }
 
 export function encodeResult(id: number, result?: unknown): Uint8Array {
-  // Binary results (echo, blobs) skip the generic encoder: one allocation, one copy.
-  if (result instanceof Uint8Array && result.length >= 256) return encodeBinResult(id, result);
+  // Binary results (echo, blobs, raw device frames) skip the generic encoder: one allocation, one copy.
+  if (result instanceof Uint8Array) return encodeBinResult(id, result);
   return packReserved(result === undefined ? [MsgType.RESULT, id] : [MsgType.RESULT, id, result]);
 }
 
