@@ -41,11 +41,6 @@ export interface PublishResult {
   seq: number;
 }
 
-interface PendingUpgrade {
-  ip: string;
-  userId: string | null;
-}
-
 /** Identity attached to a connection at upgrade (from a JWT or the `authenticate` hook). */
 export type Authenticate = (req: IncomingMessage) => Identity | null | Promise<Identity | null>;
 
@@ -77,8 +72,6 @@ export class Gateway implements GatewayCore {
   private readonly wss: WebSocketServer;
   private readonly heartbeat: Heartbeat<Session>;
   private server: Server | null = null;
-  private readonly ownServer: boolean;
-  private readonly attached: Server[] = [];
   private readonly perIp = new Map<string, number>();
   private readonly perUser = new Map<string, number>();
   private readonly handshakeBuckets = new Map<string, TokenBucket>();
@@ -99,7 +92,6 @@ export class Gateway implements GatewayCore {
     this.hooks = { ...hooks };
     this.topicLimits = Object.freeze({ maxLength: c.limits.maxTopicLength, maxLevels: c.limits.maxTopicLevels });
     this.hub = new Hub(broker ?? new MemoryBroker(), outboundPolicy(c));
-    this.ownServer = true;
     this.authenticator = c.auth.enabled
       ? createAuthenticator({
           enabled: true,
@@ -241,7 +233,6 @@ export class Gateway implements GatewayCore {
       }
       this.handleUpgrade(req, socket, head);
     });
-    this.attached.push(server);
     return this;
   }
 
@@ -330,7 +321,6 @@ export class Gateway implements GatewayCore {
     if (c.requireSubprotocol && protocol === null) return;
 
     // Reserve the slot now so concurrent handshakes cannot overshoot the limits during async auth.
-    const pending: PendingUpgrade = { ip, userId: null };
     this.reserved++;
     inc(this.perIp, ip);
     const release = () => {
@@ -354,8 +344,7 @@ export class Gateway implements GatewayCore {
         release();
         return this.reject(socket, 429, 'max_connections_per_user', { error: 'TOO_MANY_CONNECTIONS_FOR_USER', message: 'too many connections for this user' }, { 'Retry-After': 5 });
       }
-      pending.userId = id?.userId ?? null;
-      if (pending.userId !== null) inc(this.perUser, pending.userId);
+      if (id) inc(this.perUser, id.userId);
       this.wss.handleUpgrade(req, socket, head, (ws) => {
         this.reserved--;
         this.accept(ws, req, ip, protocol ?? SUBPROTOCOL, id);

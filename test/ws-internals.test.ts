@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Socket } from 'node:net';
 import { fastPathSocket, senderIdle, wsInternalsSupported } from '../src/transport/ws-internals.js';
-import { wsFrame, wsFrameInPlace, WS_HEADROOM } from '../src/transport/frame.js';
+import { wsFrameInPlace, WS_HEADROOM } from '../src/transport/frame.js';
 import { encodeDelivery, encodePayload, decode } from '../src/protocol/messages.js';
 import { connect, startGateway } from './helpers.js';
 
@@ -22,7 +22,7 @@ test('ws internals used by the fast path are present on a live connection', asyn
 
 test('frames: header sizes and in-place framing', () => {
   for (const len of [0, 125, 126, 65535, 65536, 70000]) {
-    const f = wsFrame(new Uint8Array(len).fill(1));
+    const f = wsFrameInPlace(new Uint8Array(WS_HEADROOM + len).fill(1).subarray(WS_HEADROOM));
     const hdr = len < 126 ? 2 : len < 65536 ? 4 : 10;
     assert.equal(f.length, hdr + len);
     assert.equal(f[0], 0x82);

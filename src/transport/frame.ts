@@ -32,16 +32,6 @@ function writeHeader(out: Uint8Array, p: number, len: number): void {
   }
 }
 
-/** Copies `msg` into a new complete binary frame. */
-export function wsFrame(msg: Uint8Array): Buffer {
-  const len = msg.length;
-  const h = headerLength(len);
-  const out = Buffer.allocUnsafe(h + len);
-  writeHeader(out, 0, len);
-  out.set(msg, h);
-  return out;
-}
-
 /**
  * Frames a message that was encoded with at least WS_HEADROOM free bytes in front of it (in the
  * same ArrayBuffer, owned by the caller): writes the header in place, no copy.
