@@ -26,12 +26,13 @@ const { values, positionals } = parseArgs({
     subscribers: { type: 'string' },
     conns: { type: 'string' },
     repeat: { type: 'string' },
+    sizes: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 
 if (values.help || positionals.length === 0) {
-  console.log(`usage: npm run bench -- <${Object.keys(SCENARIOS).join('|')}|all|quick> [--quick] [--duration S] [--payload-file F] [--targets ws,wiregate,uws] [--subscribers 1000,10000] [--conns N] [--repeat N]`);
+  console.log(`usage: npm run bench -- <${Object.keys(SCENARIOS).join('|')}|all|quick> [--quick] [--duration S] [--payload-file F] [--targets ws,wiregate,uws] [--subscribers 1000,10000] [--conns N] [--repeat N] [--sizes 64,1024]`);
   process.exit(positionals.length === 0 && !values.help ? 2 : 0);
 }
 
@@ -60,6 +61,7 @@ const opts = {
   subscribers: values.subscribers?.split(',').map(Number),
   conns: values.conns ? Number(values.conns) : undefined,
   repeat: values.repeat ? Number(values.repeat) : undefined,
+  sizes: values.sizes?.split(',').map(Number),
   command: `npm run bench -- ${process.argv.slice(2).join(' ')}`,
 };
 if (opts.payloadFile) readFileSync(opts.payloadFile); // fail early on a bad path

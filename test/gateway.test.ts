@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import WebSocket from 'ws';
 import { Packr } from 'msgpackr';
 import { ReplyError, createGateway, CloseCode, ErrorCode } from '../src/index.js';
+import { decodeFrame } from '../src/protocol/messages.js';
 import { connect, rejectedUpgrade, startGateway, type Started } from './helpers.js';
 
 describe('pub/sub', () => {
@@ -115,6 +116,28 @@ describe('request/response', () => {
     // the connection is still fine afterwards
     assert.deepEqual((await c.request('echo', 'ok')).slice(2), ['ok']);
     await c.close();
+  });
+
+  test('large binary results are written in pieces and arrive byte-exact, in order with small ones', async () => {
+    const big = await startGateway({ maxPayload: 256 * 1024 });
+    big.gw.handle('echo', (_ctx, p) => p);
+    const c = await connect(big.url);
+    // sizes around each msgpack bin header (8/16/32-bit) and WebSocket length form (7/16/64-bit)
+    const sizes = [1023, 1024, 65535 - 20, 65536 - 20, 65536 + 5, 20_000, 0, 5];
+    const bins = sizes.map((n, i) => Uint8Array.from({ length: n }, (_, k) => (k * 31 + i) & 0xff));
+    const ids = bins.map(() => c.id());
+    const order: number[] = [];
+    c.ws.on('message', (d: Buffer) => order.push((decodeFrame(d)[0] as number[])[1]));
+    for (let i = 0; i < bins.length; i++) c.send([4, ids[i], 'echo', bins[i]]); // one frame each, one tick
+    for (let i = 0; i < bins.length; i++) {
+      const r = await c.next((m) => Array.isArray(m) && m[1] === ids[i]);
+      assert.equal(r[0], 16);
+      assert.ok(Buffer.from(bins[i]).equals(r[2] as Buffer), `echo of ${sizes[i]} bytes`);
+    }
+    assert.deepEqual(c.messages, []);
+    assert.deepEqual(order, ids, 'replies in request order');
+    await c.close();
+    await big.gw.close();
   });
 
   test('ReplyError rejects codes below the application range', () => {

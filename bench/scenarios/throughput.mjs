@@ -5,7 +5,7 @@ import { startLoad, startServer, measureServer, writeReport, mdTable, fmt, progr
 
 export async function throughput(opts) {
   const targets = opts.targets ?? ['ws', 'wiregate', 'uws', 'socketio'];
-  const sizes = opts.quick ? [64] : [64, 1024, 16384];
+  const sizes = opts.sizes ?? (opts.quick ? [64] : [64, 1024, 16384]);
   const conns = opts.conns ?? (opts.quick ? 20 : 100);
   const inflight = 8;
   const duration = opts.duration ?? (opts.quick ? 2000 : 5000);

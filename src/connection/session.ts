@@ -15,6 +15,7 @@ import {
   encodePayload,
   encodePong,
   encodeResult,
+  encodeBinResultHead,
   validateClientMessage,
   type ClientMessage,
   type PublishOptions,
@@ -27,7 +28,7 @@ import { TokenBucket } from './rate.js';
 import { newEnvelope, parseEnvelope } from '../protocol/envelope.js';
 import { topicError } from '../protocol/topic.js';
 import { fastPathSocket, senderIdle, sharedDeflateWindowBits } from '../transport/ws-internals.js';
-import { wsFrameInPlace } from '../transport/frame.js';
+import { wsFrameHeadInPlace, wsFrameInPlace } from '../transport/frame.js';
 import { compressedFrame } from '../transport/deflate.js';
 import type { Socket } from 'node:net';
 
@@ -196,6 +197,35 @@ export class Session implements Subscriber, Beating, Connection {
         sock.write(compressedFrame(msg, this.zBits, this.core.config.compression));
       } else sock.write(wsFrameInPlace(msg)); // every server encoder leaves headroom
     } else this.ws.send(msg, SEND_OPTS);
+  }
+
+  /**
+   * A large binary result without copying it: the frame header and msgpack head are written, then
+   * the caller's bytes themselves (one writev with everything else corked this tick). Only on the
+   * uncompressed fast path; returns false to let the caller take the copying path.
+   */
+  private sendBinResult(id: number, bin: Uint8Array): boolean {
+    const sock = this.sock;
+    if (sock === null || this.directMax !== Infinity || (this.zBits !== 0 && bin.length >= this.zMin) || !senderIdle(this.ws)) return false;
+    const ws = this.ws;
+    if (ws.readyState !== 1) return true;
+    const head = encodeBinResultHead(id, bin.length);
+    const total = head.length + bin.length;
+    if (ws.bufferedAmount + total > this.core.config.outbound.maxBufferedBytes) {
+      this.core.slowConsumer(this);
+      return true;
+    }
+    const stats = this.core.stats;
+    stats.messagesOut++;
+    stats.bytesOut += total;
+    if (!this.corked) {
+      this.corked = true;
+      sock.cork();
+      this.core.corked(this);
+    }
+    sock.write(wsFrameHeadInPlace(head, total));
+    sock.write(bin);
+    return true;
   }
 
   /** Heartbeat ping: a shared pre-built frame on the fast path, ws.ping() otherwise. */
@@ -496,6 +526,7 @@ export class Session implements Subscriber, Beating, Connection {
   }
 
   private sendResult(id: number, value: unknown): void {
+    if (value instanceof Uint8Array && value.length >= SPLIT_MIN && this.sendBinResult(id, value)) return;
     let frame: Uint8Array;
     try {
       frame = encodeResult(id, value === undefined ? null : value);
@@ -536,6 +567,8 @@ export class Session implements Subscriber, Beating, Connection {
 }
 
 const SEND_OPTS = { binary: true } as const;
+/** Binary results this large are written in two pieces instead of being copied into one buffer. */
+const SPLIT_MIN = 1024;
 const MALFORMED = Symbol('malformed');
 const NO_SUBSCRIPTIONS: ReadonlySet<string> = new Set<string>();
 /** FIN + ping opcode, empty payload (servers never mask). */

@@ -212,7 +212,22 @@ export function encodeResult(id: number, result?: unknown): Uint8Array {
 function encodeBinResult(id: number, bin: Uint8Array): Uint8Array {
   const n = bin.length;
   const out = alloc(HEADROOM + 2 + 5 + 5 + n);
-  let p = HEADROOM;
+  const p = writeBinResultHead(out, HEADROOM, id, n);
+  out.set(bin, p);
+  return out.subarray(HEADROOM, p + n);
+}
+
+/**
+ * The msgpack bytes of RESULT [16, id, bin] up to (not including) the bin's own bytes, with
+ * HEADROOM reserved in front: a transport writes this head and then `bin` itself (scatter/gather),
+ * so a large binary reply is never copied. Same bytes as encodeResult(id, bin) in two pieces.
+ */
+export function encodeBinResultHead(id: number, n: number): Uint8Array {
+  const out = alloc(HEADROOM + 2 + 5 + 5);
+  return out.subarray(HEADROOM, writeBinResultHead(out, HEADROOM, id, n));
+}
+
+function writeBinResultHead(out: Uint8Array, p: number, id: number, n: number): number {
   out[p++] = 0x93;
   out[p++] = MsgType.RESULT;
   p = writeUint(out, p, id);
@@ -230,8 +245,7 @@ function encodeBinResult(id: number, bin: Uint8Array): Uint8Array {
     out[p++] = (n >>> 8) & 0xff;
     out[p++] = n & 0xff;
   }
-  out.set(bin, p);
-  return out.subarray(HEADROOM, p + n);
+  return p;
 }
 
 export function encodeError(id: number, code: number, message: string): Uint8Array {

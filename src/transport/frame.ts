@@ -37,11 +37,18 @@ function writeHeader(out: Uint8Array, p: number, len: number): void {
  * same ArrayBuffer, owned by the caller): writes the header in place, no copy.
  */
 export function wsFrameInPlace(msg: Uint8Array): Buffer {
-  const len = msg.length;
+  return wsFrameHeadInPlace(msg, msg.length);
+}
+
+/**
+ * Like wsFrameInPlace for the first piece of a message written in pieces: the header announces
+ * `len` payload bytes (this piece and the ones written right after it); returns header + piece.
+ */
+export function wsFrameHeadInPlace(msg: Uint8Array, len: number): Buffer {
   const h = headerLength(len);
   const start = msg.byteOffset - h;
   if (start < 0) throw new RangeError('message has no headroom for a frame header');
-  const out = Buffer.from(msg.buffer, start, h + len);
+  const out = Buffer.from(msg.buffer, start, h + msg.length);
   writeHeader(out, 0, len);
   return out;
 }
