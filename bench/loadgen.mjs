@@ -360,11 +360,63 @@ async function compressEcho({ url, conns: n, corpus, payloadFile, inflight, dura
   return { messages: count, rate: count / elapsed, wireBytesPerMsg: count ? wire / count : null, payloadBytesPerMsg: count ? payloadBytes / count : null, negotiated, loadCpu: cpuMs / 1000 / elapsed };
 }
 
+// ---- compressed echo at server capacity (raw sockets, requests compressed once up front) --------
+//
+// The ws client above inflates and deflates every message through async zlib, so with it the load
+// generator, not the server, sets the pace. Here each corpus message is deflated once, without
+// context (valid under any negotiated context takeover: back-references are optional), as a
+// pre-built compressed frame; replies are counted per frame and never inflated.
+
+async function compressEchoRaw({ url, kind, conns: n, corpus, payloadFile, inflight, duration, warmup }) {
+  const { deflateRawSync, constants } = await import('node:zlib');
+  const { corpora } = await import('./lib/corpora.mjs');
+  const { Packr } = await import('msgpackr');
+  const packr = new Packr({ useRecords: false });
+  const messages = corpora(payloadFile).find((c) => c.name === corpus).messages;
+  const requests = messages.map((m, i) => packr.pack([4, (i % 1000) + 1, 'echo', m]));
+  let count = 0;
+  let recording = false;
+  let running = true;
+  let next = 0;
+  let frames = null;
+  const onMessage = (ci) => {
+    if (recording) count++;
+    if (running) conns[ci].send(frames[next++ % frames.length]);
+  };
+  const conns = await connectMany(url, kind === 'wiregate' ? 'wiregate.v1' : undefined, n, onMessage, 200, 'permessage-deflate; client_max_window_bits');
+  const negotiated = conns[0].extensions;
+  if (!/permessage-deflate/.test(negotiated)) throw new Error(`permessage-deflate not negotiated (${negotiated || 'no extensions'})`);
+  const bits = Number(/client_max_window_bits=(\d+)/.exec(negotiated)?.[1] ?? 15);
+  const sync = { finishFlush: constants.Z_SYNC_FLUSH, windowBits: Math.max(bits, 9) };
+  frames = requests.map((r) => {
+    const z = deflateRawSync(r, sync);
+    return clientFrame(z.subarray(0, z.length - 4), 2, true);
+  });
+  const requestWire = frames.reduce((a, f) => a + f.length, 0) / frames.length;
+  const requestPayload = requests.reduce((a, r) => a + r.length, 0) / requests.length;
+  const rawBytes = () => conns.reduce((a, c) => a + c.socket.bytesRead, 0);
+  send({ type: 'connected' });
+  for (const c of conns) for (let k = 0; k < inflight; k++) c.send(frames[next++ % frames.length]);
+  await sleep(warmup);
+  recording = true;
+  const b0 = rawBytes();
+  const c0 = cpu();
+  const t0 = now();
+  await sleep(duration);
+  recording = false;
+  const elapsed = (now() - t0) / 1000;
+  const replyWire = count ? (rawBytes() - b0) / count : null;
+  const cpuMs = cpu() - c0;
+  running = false;
+  for (const c of conns) c.close();
+  return { messages: count, rate: count / elapsed, negotiated, requestWire, requestPayload, replyWire, loadCpu: cpuMs / 1000 / elapsed };
+}
+
 function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-const handlers = { echo, paced, subscribe, publish, openIdle, closeIdle, compressEcho, http };
+const handlers = { echo, paced, subscribe, publish, openIdle, closeIdle, compressEcho, compressEchoRaw, http };
 
 process.on('message', async (m) => {
   if (m.cmd === 'exit') {

@@ -27,12 +27,13 @@ const { values, positionals } = parseArgs({
     conns: { type: 'string' },
     repeat: { type: 'string' },
     sizes: { type: 'string' },
+    settings: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 
 if (values.help || positionals.length === 0) {
-  console.log(`usage: npm run bench -- <${Object.keys(SCENARIOS).join('|')}|all|quick> [--quick] [--duration S] [--payload-file F] [--targets ws,wiregate,uws] [--subscribers 1000,10000] [--conns N] [--repeat N] [--sizes 64,1024]`);
+  console.log(`usage: npm run bench -- <${Object.keys(SCENARIOS).join('|')}|all|quick> [--quick] [--duration S] [--payload-file F] [--targets ws,wiregate,uws] [--subscribers 1000,10000] [--conns N] [--repeat N] [--sizes 64,1024] [--settings off,fast,ws]`);
   process.exit(positionals.length === 0 && !values.help ? 2 : 0);
 }
 
@@ -62,6 +63,7 @@ const opts = {
   conns: values.conns ? Number(values.conns) : undefined,
   repeat: values.repeat ? Number(values.repeat) : undefined,
   sizes: values.sizes?.split(',').map(Number),
+  settings: values.settings?.split(','),
   command: `npm run bench -- ${process.argv.slice(2).join(' ')}`,
 };
 if (opts.payloadFile) readFileSync(opts.payloadFile); // fail early on a bad path

@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, startGateway, type Client } from './helpers.js';
+import { encode } from '../src/protocol/messages.js';
 
 const payload = (i: number) => ({ i, readings: Array.from({ length: 40 }, (_, k) => ({ sensor: `temp-${k}`, value: 20 + k / 10, unit: 'C' })) });
 
@@ -69,3 +70,78 @@ test('context takeover (preset max): ws compresses, order and content preserved'
   await c.close();
   await s.gw.close();
 });
+
+// Inbound messages are inflated synchronously (src/transport/ws-internals.ts installSyncInflate):
+// one shared inflater without client context takeover, one per connection with it.
+const INBOUND = [
+  { name: 'fast (no client context takeover, shared inflater)', preset: 'fast' as const, contextFree: true },
+  { name: 'balanced (client context takeover, inflater per connection)', preset: 'balanced' as const, contextFree: false },
+];
+
+/** A client frame with RSV1 set (compressed), masked with a zero key so the payload is as given. */
+function rawCompressedFrame(payload: Buffer, fin = true): Buffer {
+  assert.ok(payload.length < 126);
+  return Buffer.concat([Buffer.from([(fin ? 0x80 : 0) | 0x40 | 0x02, 0x80 | payload.length, 0, 0, 0, 0]), payload]);
+}
+
+for (const mode of INBOUND) {
+  test(`inbound inflate, ${mode.name}: whole, fragmented and interleaved messages`, async () => {
+    const s = await startGateway({ compression: { preset: mode.preset, threshold: 0 } });
+    s.gw.handle('echo', (_c, p) => p);
+    const a = await connect(s.url, 'wiregate.v1', { perMessageDeflate: { threshold: 0 } });
+    const b = await connect(s.url, 'wiregate.v1', { perMessageDeflate: { threshold: 0 } });
+    const [sa] = [...s.gw.sessions];
+    const params = (sa.ws as unknown as { _extensions: Record<string, { params: Record<string, unknown> }> })._extensions['permessage-deflate'].params;
+    assert.equal(params.client_no_context_takeover === true, mode.contextFree, JSON.stringify(params));
+    const receiver = (sa.ws as unknown as { _receiver: object })._receiver;
+    assert.ok(Object.hasOwn(receiver, 'decompress'), 'synchronous inflate installed on the connection');
+    const msg = (c: Client, i: number) => {
+      const id = c.id();
+      return { id, bytes: encode([4, id, 'echo', payload(i)]) };
+    };
+    // whole messages from two clients, interleaved; repeated content exercises context takeover
+    for (let i = 0; i < 20; i++) {
+      const ma = msg(a, i);
+      const mb = msg(b, i + 100);
+      a.ws.send(ma.bytes);
+      b.ws.send(mb.bytes);
+      assert.deepEqual((await a.next((m) => m[1] === ma.id))[2], payload(i));
+      assert.deepEqual((await b.next((m) => m[1] === mb.id))[2], payload(i + 100));
+    }
+    // a message in three compressed fragments, with a whole message from the other client between
+    const f = msg(a, 7);
+    const third = Math.floor(f.bytes.length / 3);
+    a.ws.send(f.bytes.subarray(0, third), { fin: false });
+    a.ws.send(f.bytes.subarray(third, 2 * third), { fin: false });
+    const between = msg(b, 8);
+    b.ws.send(between.bytes);
+    assert.deepEqual((await b.next((m) => m[1] === between.id))[2], payload(8));
+    a.ws.send(f.bytes.subarray(2 * third), { fin: true });
+    assert.deepEqual((await a.next((m) => m[1] === f.id))[2], payload(7));
+    // uncompressed messages on a deflate connection still pass
+    const plain = msg(b, 9);
+    b.ws.send(plain.bytes, { compress: false });
+    assert.deepEqual((await b.next((m) => m[1] === plain.id))[2], payload(9));
+    await Promise.all([a.close(), b.close()]);
+    await s.gw.close();
+  });
+
+  test(`inbound inflate, ${mode.name}: corrupt deflate data closes with 1007, others unaffected`, async () => {
+    const s = await startGateway({ compression: { preset: mode.preset, threshold: 0 } });
+    s.gw.handle('echo', (_c, p) => p);
+    const healthy = await connect(s.url, 'wiregate.v1', { perMessageDeflate: { threshold: 0 } });
+    const bad = await connect(s.url, 'wiregate.v1', { perMessageDeflate: { threshold: 0 } });
+    assert.deepEqual((await healthy.request('echo', payload(1)))[2], payload(1));
+    // BTYPE 11 is reserved: invalid from the first block header; sent as two fragments so the
+    // error surfaces at the final one on the shared path and at the first on the per-connection one
+    const sock = (bad.ws as unknown as { _socket: { write(b: Buffer): void } })._socket;
+    sock.write(Buffer.concat([rawCompressedFrame(Buffer.from([0xff, 0xff, 0xff, 0x00]), false), Buffer.from([0x80, 0x84, 0, 0, 0, 0, 1, 2, 3, 4])]));
+    assert.equal((await bad.closed).code, 1007);
+    assert.deepEqual((await healthy.request('echo', payload(2)))[2], payload(2));
+    // a new connection after the failure inflates normally (the shared inflater was replaced)
+    const again = await connect(s.url, 'wiregate.v1', { perMessageDeflate: { threshold: 0 } });
+    assert.deepEqual((await again.request('echo', payload(3)))[2], payload(3));
+    await Promise.all([healthy.close(), again.close()]);
+    await s.gw.close();
+  });
+}

@@ -112,8 +112,8 @@ describe('connection limits at the upgrade', () => {
 });
 
 describe('inbound limits', () => {
-  test('deflate bomb closes with 1009 without inflating past maxPayload', async () => {
-    const s = await startGateway({ maxPayload: 64 * 1024, compression: { preset: 'fast' } });
+  for (const preset of ['fast', 'balanced', 'max'] as const) test(`deflate bomb closes with 1009 without inflating past maxPayload (preset ${preset})`, async () => {
+    const s = await startGateway({ maxPayload: 64 * 1024, compression: { preset } });
     const h = await healthyProbe(s);
     const bomb = await connect(s.url, 'wiregate.v1', { perMessageDeflate: { threshold: 0 } });
     assert.match(String(bomb.ws.extensions), /permessage-deflate/);

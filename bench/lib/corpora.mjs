@@ -13,7 +13,7 @@ export function corpora(payloadFile) {
     device: `sensor-${1000 + (i % 50)}`,
     ts: 1_700_000_000_000 + i * 1000,
     fw: '2.4.1',
-    readings: Array.from({ length: 12 }, (_, k) => ({ name: ['temp', 'humidity', 'pressure', 'co2'][k % 4], value: Math.round(r() * 10000) / 100, unit: ['C', '%', 'hPa', 'ppm'][k % 4] })),
+    readings: Array.from({ length: 26 }, (_, k) => ({ name: ['temp', 'humidity', 'pressure', 'co2'][k % 4], value: Math.round(r() * 10000) / 100, unit: ['C', '%', 'hPa', 'ppm'][k % 4] })),
     status: r() > 0.9 ? 'warn' : 'ok',
   }));
   const game = Array.from({ length: 2000 }, (_, i) => ({

@@ -23,12 +23,12 @@ function scheduleUncork(c) {
   }
 }
 
-/** Builds a complete masked client frame (opcode 2 binary unless given). */
-export function clientFrame(payload, opcode = 2) {
+/** Builds a complete masked client frame (opcode 2 binary unless given; rsv1: compressed). */
+export function clientFrame(payload, opcode = 2, rsv1 = false) {
   const len = payload.length;
   const h = len < 126 ? 2 : len < 65536 ? 4 : 10;
   const out = Buffer.allocUnsafe(h + 4 + len);
-  out[0] = 0x80 | opcode;
+  out[0] = 0x80 | (rsv1 ? 0x40 : 0) | opcode;
   if (h === 2) out[1] = 0x80 | len;
   else if (h === 4) {
     out[1] = 0x80 | 126;
@@ -103,6 +103,7 @@ export function open(url, { protocol, onMessage, onClose, extensions } = {}) {
           return reject(new Error(`upgrade refused: ${head.split('\r\n')[0]}`));
         }
         handshaken = true;
+        api.extensions = /\r\nsec-websocket-extensions: *([^\r]*)/i.exec(head)?.[1] ?? '';
         buf = buf.subarray(end + 4);
         resolve(api);
       }

@@ -22,7 +22,8 @@ serve(async (opts) => {
   const wss = new WebSocketServer({
     server,
     maxPayload: 16 * 1024 * 1024,
-    perMessageDeflate: c && c.enabled ? { threshold: c.threshold, serverNoContextTakeover: c.serverNoContextTakeover, clientNoContextTakeover: c.clientNoContextTakeover, zlibDeflateOptions: { level: c.level, memLevel: c.memLevel }, concurrencyLimit: c.concurrencyLimit ?? 10 } : false,
+    // `wsDefaults`: perMessageDeflate: true, what `new WebSocketServer({ perMessageDeflate: true })` does
+    perMessageDeflate: c && c.wsDefaults ? true : c && c.enabled ? { threshold: c.threshold, serverNoContextTakeover: c.serverNoContextTakeover, clientNoContextTakeover: c.clientNoContextTakeover, zlibDeflateOptions: { level: c.level, memLevel: c.memLevel }, concurrencyLimit: c.concurrencyLimit ?? 10 } : false,
     clientTracking: false,
   });
   const subs = new Set();

@@ -27,7 +27,7 @@ import type { GatewayCore } from './core.js';
 import { TokenBucket } from './rate.js';
 import { newEnvelope, parseEnvelope } from '../protocol/envelope.js';
 import { topicError } from '../protocol/topic.js';
-import { fastPathSocket, senderIdle, sharedDeflateWindowBits } from '../transport/ws-internals.js';
+import { fastPathSocket, installSyncInflate, senderIdle, sharedDeflateWindowBits } from '../transport/ws-internals.js';
 import { wsFrameHeadInPlace, wsFrameInPlace } from '../transport/frame.js';
 import { compressedFrame } from '../transport/deflate.js';
 import type { Socket } from 'node:net';
@@ -112,6 +112,8 @@ export class Session implements Subscriber, Beating, Connection {
   private readonly zMin: number;
   /** Socket corked until the gateway's end-of-tick flush. */
   corked = false;
+  /** Releases the synchronous inflater's per-connection state (null: none installed). */
+  private releaseInflate: (() => void) | null = null;
 
   constructor(
     readonly id: number,
@@ -138,6 +140,7 @@ export class Session implements Subscriber, Beating, Connection {
     this.zBits = deflate && this.sock !== null ? sharedDeflateWindowBits(ws) : 0;
     this.zMin = core.config.compression.threshold;
     this.directMax = deflate && this.zBits === 0 ? core.config.compression.threshold : Infinity;
+    if (deflate && core.fastPath) this.releaseInflate = installSyncInflate(ws);
     (ws as unknown as Record<symbol, Session>)[kSession] = this;
     ws.on('message', onMessage);
     ws.on('pong', onPong);
@@ -554,6 +557,10 @@ export class Session implements Subscriber, Beating, Connection {
 
   /** Called once when the socket has closed: removes every subscription. */
   cleanup(): void {
+    if (this.releaseInflate !== null) {
+      this.releaseInflate();
+      this.releaseInflate = null;
+    }
     const subs = this.subs;
     if (subs === null) return;
     const hub = this.core.hub;

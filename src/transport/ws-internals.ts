@@ -9,6 +9,7 @@
 import { createRequire } from 'node:module';
 import { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
+import { OutputLimitError, createSyncInflate, syncZlibSupported, type SyncZlib } from './zlib-sync.js';
 
 const require = createRequire(import.meta.url);
 const WS_VERSION: string = (require('ws/package.json') as { version: string }).version;
@@ -58,4 +59,107 @@ export function sharedDeflateWindowBits(ws: WebSocket): number {
   if (!params || params.server_no_context_takeover !== true) return 0;
   const bits = params.server_max_window_bits;
   return typeof bits === 'number' && bits >= 9 && bits <= 15 ? bits : 15;
+}
+
+// ---- inbound permessage-deflate, synchronously ------------------------------------------------
+//
+// ws inflates every compressed message through an asynchronous zlib stream (a threadpool round
+// trip per message, at most `concurrencyLimit` at a time): that, not zlib itself, bounded echo
+// with compression. Here the Receiver's `decompress` step is replaced, per connection, with a
+// synchronous inflate. ws 8 lib/receiver.js calls `decompress(data, cb)` from its parsing loop
+// (getData, with `_state` = INFLATING) and expects it to append the inflated bytes to
+// `_fragments`, count them in `_messageLength`, then call `dataMessage(cb)`; the async original
+// then restarts the loop itself. Done synchronously, the loop that called us simply continues with
+// the state dataMessage left (GET_INFO, or DEFER_EVENT which ends the loop until ws's deferred
+// emit restarts it), so `cb` is called exactly once, by that loop. Errors go through the
+// Receiver's own createError, with ws's status codes (1007 bad data, 1009 too large).
+//
+// Without client context takeover every message inflates on its own: one process-wide inflater,
+// reset per message, and no zlib memory per connection at all. With context takeover each
+// connection gets its own inflater, created on its first compressed message.
+
+interface ReceiverInternals {
+  decompress: (data: Buffer, cb: (err?: Error) => void) => void;
+  dataMessage: (cb: (err?: Error) => void) => void;
+  createError: (ctor: ErrorConstructor | RangeErrorConstructor, message: string, prefix: boolean, status: number, code: string) => Error;
+  _fin: boolean;
+  _fragments: Buffer[];
+  _messageLength: number;
+  _maxPayload: number;
+}
+
+const shared = new Map<number, SyncZlib | null>();
+
+function sharedInflater(bits: number): SyncZlib | null {
+  let z = shared.get(bits);
+  if (z === undefined || (z !== null && !z.usable)) shared.set(bits, (z = createSyncInflate(bits)));
+  return z;
+}
+
+function clientWindowBits(v: unknown): number {
+  return typeof v === 'number' && v >= 8 && v <= 15 ? Math.max(v, 9) : 15;
+}
+
+/**
+ * Makes this connection inflate inbound messages synchronously. Returns a function that releases
+ * the connection's zlib state (call it on close), or null when nothing was installed (no deflate
+ * negotiated, or the ws/Node internals are not what this code expects: ws's own path stays).
+ */
+export function installSyncInflate(ws: WebSocket): (() => void) | null {
+  if (!wsInternalsSupported || !syncZlibSupported) return null;
+  const params = (ws as unknown as { _extensions?: Record<string, DeflateInternals> })._extensions?.['permessage-deflate']?.params;
+  const r = (ws as unknown as { _receiver?: ReceiverInternals })._receiver;
+  if (!params || !r) return null;
+  if (typeof r.decompress !== 'function' || typeof r.dataMessage !== 'function' || typeof r.createError !== 'function') return null;
+  if (!Array.isArray(r._fragments) || typeof r._messageLength !== 'number' || typeof r._fin !== 'boolean') return null;
+  const bits = clientWindowBits(params.client_max_window_bits);
+  const contextFree = params.client_no_context_takeover === true;
+  if (contextFree && sharedInflater(bits) === null) return null;
+  let own: SyncZlib | null = null; // context takeover: this connection's inflater
+  let pending: Buffer[] | null = null; // context-free: compressed fragments of the current message
+
+  r.decompress = function decompress(this: ReceiverInternals, data: Buffer, cb: (err?: Error) => void): void {
+    const fin = this._fin;
+    const limit = this._maxPayload > 0 ? this._maxPayload - this._messageLength : Infinity;
+    let out: Buffer;
+    try {
+      if (contextFree) {
+        // the shared inflater serves every connection, so a fragmented message is inflated whole
+        // at its last fragment (ws has already bounded the compressed total by maxPayload)
+        if (!fin) {
+          (pending ??= []).push(data);
+          this.dataMessage(cb);
+          return;
+        }
+        const z = sharedInflater(bits)!;
+        z.reset();
+        if (pending !== null) {
+          const parts = pending;
+          pending = null;
+          parts.push(data);
+          out = z.write(Buffer.concat(parts), true, limit);
+        } else out = z.write(data, true, limit);
+      } else {
+        own ??= createSyncInflate(bits)!;
+        out = own.write(data, fin, limit);
+      }
+    } catch (err) {
+      pending = null;
+      if (err instanceof OutputLimitError) cb(this.createError(RangeError, 'Max payload size exceeded', false, 1009, 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH'));
+      else cb(this.createError(Error, 'invalid compressed data', false, 1007, 'WS_ERR_INVALID_COMPRESSED_DATA'));
+      return;
+    }
+    if (out.length > 0) {
+      this._messageLength += out.length;
+      this._fragments.push(out);
+    }
+    this.dataMessage(cb);
+  };
+  return () => {
+    pending = null;
+    if (own !== null) {
+      own.close();
+      own = null;
+    }
+  };
 }
