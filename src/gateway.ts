@@ -346,6 +346,7 @@ export class Gateway implements GatewayCore {
       }
       if (id) inc(this.perUser, id.userId);
       this.wss.handleUpgrade(req, socket, head, (ws) => {
+        socket.removeListener('error', swallow); // ws handles socket errors from here on
         this.reserved--;
         this.accept(ws, req, ip, protocol ?? SUBPROTOCOL, id);
       });
@@ -408,6 +409,7 @@ export class Gateway implements GatewayCore {
         session.close(CloseCode.INTERNAL_ERROR, 'internal error');
       }
     }
+    session.retainHeaders(this.config.retainHeaders);
   }
 
   // ---- GatewayCore (called by sessions) ------------------------------------------------------

@@ -140,6 +140,24 @@ describe('request/response', () => {
     await big.gw.close();
   });
 
+  test('headers: all during onConnection, then only retainHeaders', async () => {
+    for (const [retain, expected] of [
+      [[], {}],
+      [['X-Device', 'x-missing'], { 'x-device': 'd-42' }],
+    ] as const) {
+      const g = await startGateway({ retainHeaders: [...retain] });
+      const seen: Record<string, unknown>[] = [];
+      g.gw.hook('onConnection', (conn) => void seen.push({ ...conn.headers }));
+      g.gw.handle('headers', (ctx) => ({ ...ctx.connection.headers }));
+      const c = await connect(g.url, 'wiregate.v1', { headers: { 'X-Device': 'd-42', 'User-Agent': 'ua' } });
+      assert.deepEqual((await c.request('headers'))[2], expected);
+      assert.equal(seen[0]['x-device'], 'd-42');
+      assert.equal(seen[0]['user-agent'], 'ua');
+      await c.close();
+      await g.gw.close();
+    }
+  });
+
   test('ReplyError rejects codes below the application range', () => {
     assert.throws(() => new ReplyError(5, 'x'), RangeError);
     assert.equal(new ReplyError(ErrorCode.FORBIDDEN, 'x').code, 104);

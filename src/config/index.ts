@@ -25,6 +25,7 @@ export interface GatewayConfig {
   maxPayload: number;
   requireSubprotocol: boolean;
   allowedOrigins: readonly string[];
+  retainHeaders: readonly string[];
   trustProxy: boolean;
   limits: {
     maxConnections: number;

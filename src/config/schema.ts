@@ -43,6 +43,7 @@ export const FIELDS: readonly Field[] = [
   { key: 'requireSubprotocol', type: 'bool', default: false, doc: 'Reject upgrades that do not offer `wiregate.v1` (HTTP 426) instead of assuming it.' },
   { key: 'allowedOrigins', type: 'list', default: [], doc: 'If non-empty, upgrades whose Origin header is not in this list get HTTP 403.' },
   { key: 'trustProxy', type: 'bool', default: false, doc: 'Take the client IP from the first X-Forwarded-For entry (only behind a trusted proxy).' },
+  { key: 'retainHeaders', type: 'list', default: [], doc: 'Upgrade request headers (lower-case names) kept on `connection.headers` after the `onConnection` hook; all of them are there during it. Each kept header costs memory on every connection.' },
 
   { key: 'limits.maxConnections', type: 'int', default: 50_000, min: 1, max: 10_000_000, doc: 'Connections in total; more get HTTP 503 with Retry-After.' },
   { key: 'limits.maxConnectionsPerIp', type: 'int', default: 0, min: 0, max: 10_000_000, doc: 'Connections per remote IP (0 = unlimited); more get HTTP 429.' },

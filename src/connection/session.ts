@@ -39,6 +39,10 @@ export interface Connection {
   readonly id: number;
   readonly ip: string;
   readonly url: string;
+  /**
+   * The upgrade request's headers: all of them during the `onConnection` hook, afterwards only
+   * those named in the `retainHeaders` option (idle connections should not carry them).
+   */
   readonly headers: IncomingHttpHeaders;
   readonly protocol: string;
   /** Authenticated user id, or null. */
@@ -92,7 +96,7 @@ export class Session implements Subscriber, Beating, Connection {
   private appData: Record<string, unknown> | null = null;
   readonly ip: string;
   readonly url: string;
-  readonly headers: IncomingHttpHeaders;
+  headers: IncomingHttpHeaders;
   readonly protocol: string;
   readonly batch: boolean;
   userId: string | null;
@@ -139,7 +143,7 @@ export class Session implements Subscriber, Beating, Connection {
     const deflate = ws.extensions.includes('permessage-deflate');
     this.zBits = deflate && this.sock !== null ? sharedDeflateWindowBits(ws) : 0;
     this.zMin = core.config.compression.threshold;
-    this.directMax = deflate && this.zBits === 0 ? core.config.compression.threshold : Infinity;
+    this.directMax = deflate && this.zBits === 0 ? core.config.compression.threshold : NO_LIMIT;
     if (deflate && core.fastPath) this.releaseInflate = installSyncInflate(ws);
     (ws as unknown as Record<symbol, Session>)[kSession] = this;
     ws.on('message', onMessage);
@@ -147,6 +151,21 @@ export class Session implements Subscriber, Beating, Connection {
     ws.on('ping', onPong);
     ws.on('close', onClose);
     ws.on('error', onError);
+  }
+
+  /** Drops the upgrade headers except `keep` (called by the gateway after onConnection). */
+  retainHeaders(keep: readonly string[]): void {
+    const all = this.headers;
+    if (keep.length === 0) {
+      this.headers = NO_HEADERS;
+      return;
+    }
+    const kept: IncomingHttpHeaders = {};
+    for (const name of keep) {
+      const k = name.toLowerCase();
+      if (all[k] !== undefined) kept[k] = all[k] as string;
+    }
+    this.headers = kept;
   }
 
   get subscriptions(): ReadonlySet<string> {
@@ -209,7 +228,7 @@ export class Session implements Subscriber, Beating, Connection {
    */
   private sendBinResult(id: number, bin: Uint8Array): boolean {
     const sock = this.sock;
-    if (sock === null || this.directMax !== Infinity || (this.zBits !== 0 && bin.length >= this.zMin) || !senderIdle(this.ws)) return false;
+    if (sock === null || this.directMax !== NO_LIMIT || (this.zBits !== 0 && bin.length >= this.zMin) || !senderIdle(this.ws)) return false;
     const ws = this.ws;
     if (ws.readyState !== 1) return true;
     const head = encodeBinResultHead(id, bin.length);
@@ -578,6 +597,9 @@ const SEND_OPTS = { binary: true } as const;
 const SPLIT_MIN = 1024;
 const MALFORMED = Symbol('malformed');
 const NO_SUBSCRIPTIONS: ReadonlySet<string> = new Set<string>();
+const NO_HEADERS: IncomingHttpHeaders = Object.freeze({});
+/** directMax when every size may take the direct path (a small integer, unlike Infinity, is stored inline). */
+const NO_LIMIT = 0x3fffffff;
 /** FIN + ping opcode, empty payload (servers never mask). */
 const PING_FRAME = Buffer.from([0x89, 0x00]);
 
