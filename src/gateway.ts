@@ -12,6 +12,7 @@ import { DEFAULT_MAX_DEPTH } from './protocol/scan.js';
 import { topicError, topicMatches, type TopicLimits } from './protocol/topic.js';
 import { Hub, type Outgoing } from './pubsub/hub.js';
 import { compressedFrame } from './transport/deflate.js';
+import { ExpiryHeap } from './util/expiry-heap.js';
 import { MemoryBroker } from './pubsub/memory-broker.js';
 import type { Broker } from './pubsub/broker.js';
 import { Session, type Connection } from './connection/session.js';
@@ -77,6 +78,8 @@ export class Gateway implements GatewayCore {
   private readonly handshakeBuckets = new Map<string, TokenBucket>();
   private reserved = 0;
   private housekeeping: ReturnType<typeof setInterval> | null = null;
+  /** Token expiry deadlines of authenticated sessions (the sweep visits only those due). */
+  private readonly expiries = new ExpiryHeap<Session>();
   private readonly authenticator: ReturnType<typeof createAuthenticator> | null;
   private authenticate: Authenticate | null = null;
   private closePromise: Promise<void> | null = null;
@@ -145,7 +148,7 @@ export class Gateway implements GatewayCore {
           connections: () => this.sessions.size,
           patterns: () => this.hub.patternCount,
           draining: () => this.draining,
-        })
+        }, c.metrics.eventLoopResolution)
       : null;
     this.httpHandler = createHttpHandler(this);
   }
@@ -400,6 +403,7 @@ export class Gateway implements GatewayCore {
       canSubscribe: authOn ? subscribeChecker(id?.subscribe ?? []) : null,
     });
     this.sessions.add(session);
+    if (session.expiresAt !== null) this.expiries.push(session.expiresAt, session);
     this.stats.connectionsOpened++;
     if (this.hooks.onConnection) {
       try {
@@ -484,6 +488,7 @@ export class Gateway implements GatewayCore {
         }
         s.user = identity;
         s.expiresAt = identity.expiresAt;
+        if (s.expiresAt !== null) this.expiries.push(s.expiresAt, s);
         s.canPublish = createPermissionChecker(identity.publish);
         s.canSubscribe = subscribeChecker(identity.subscribe);
         s.send(encodeResult(id, identity.expiresAt === null ? null : { expiresAt: identity.expiresAt }));
@@ -500,6 +505,7 @@ export class Gateway implements GatewayCore {
     s.closing = true;
     this.stats.connectionsClosed++;
     s.cleanup();
+    if (s.expiresAt !== null) this.expiries.forget((x) => this.sessions.has(x));
     dec(this.perIp, s.ip);
     if (s.userId !== null) dec(this.perUser, s.userId);
     if (this.hooks.onClose) {
@@ -518,12 +524,12 @@ export class Gateway implements GatewayCore {
     this.log.debug({ connection: s.id, err: err.message, code }, 'socket error');
   }
 
-  /** Once a second: expired tokens, idle handshake buckets. */
+  /** Once a second: expired tokens (only the sessions that are due), idle handshake buckets. */
   private sweep(): void {
-    const now = Date.now();
-    for (const s of this.sessions) {
-      if (s.expiresAt !== null && s.expiresAt <= now && !s.closing) s.close(CloseCode.TOKEN_EXPIRED, 'token expired');
-    }
+    this.expiries.popDue(Date.now(), (s, at) => {
+      // stale entries: the session refreshed its token (a newer entry exists) or is gone
+      if (s.expiresAt === at && !s.closing && this.sessions.has(s)) s.close(CloseCode.TOKEN_EXPIRED, 'token expired');
+    });
     if (this.handshakeBuckets.size > 0) {
       for (const [ip, b] of this.handshakeBuckets) {
         if (b.take(0) === 0 && b.tokens >= b.burst) this.handshakeBuckets.delete(ip);

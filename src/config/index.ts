@@ -54,7 +54,7 @@ export interface GatewayConfig {
   compression: CompressionConfig;
   httpPublish: { apiKey: string; maxBodyBytes: number };
   auth: { enabled: boolean; secret: string; publicKey: string; jwksFile: string; issuer: string; audience: string };
-  metrics: { enabled: boolean };
+  metrics: { enabled: boolean; eventLoopResolution: number };
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
 }
 

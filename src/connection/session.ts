@@ -250,17 +250,16 @@ export class Session implements Subscriber, Beating, Connection {
     return true;
   }
 
-  /** Heartbeat ping: a shared pre-built frame on the fast path, ws.ping() otherwise. */
+  /**
+   * Heartbeat ping: a shared pre-built frame on the fast path, ws.ping() otherwise. Written
+   * straight away, not corked: a ping goes to a silent connection, so there is nothing to coalesce
+   * it with, and a single write skips the cork/flush bookkeeping (if the socket is corked this
+   * tick anyway, the frame simply joins what is queued, in order).
+   */
   ping(): void {
     const sock = this.sock;
-    if (sock !== null && senderIdle(this.ws)) {
-      if (!this.corked) {
-        this.corked = true;
-        sock.cork();
-        this.core.corked(this);
-      }
-      sock.write(PING_FRAME);
-    } else this.ws.ping();
+    if (sock !== null && senderIdle(this.ws)) sock.write(PING_FRAME);
+    else this.ws.ping();
   }
 
   /** Called by the gateway once per tick for every socket corked during it. */

@@ -1,12 +1,14 @@
 // Prometheus exposition. The hot path only bumps plain numbers in Stats; prom-client reads them
-// through collect() callbacks when /metrics is scraped, so metrics cost nothing between scrapes.
+// through collect() callbacks when /metrics is scraped, so gateway metrics cost nothing between
+// scrapes. The one standing cost is Node's event-loop delay histogram (prom-client's default
+// metrics), one timer wake-up per `eventLoopResolution` ms.
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { errorCodeName } from '../protocol/codes.js';
 import type { Stats } from '../connection/core.js';
 
-export function createMetrics(stats: Stats, live: { connections(): number; patterns(): number; draining(): boolean }): Registry {
+export function createMetrics(stats: Stats, live: { connections(): number; patterns(): number; draining(): boolean }, eventLoopResolution = 100): Registry {
   const register = new Registry();
-  collectDefaultMetrics({ register, eventLoopMonitoringPrecision: 20 });
+  collectDefaultMetrics({ register, eventLoopMonitoringPrecision: eventLoopResolution });
 
   const counter = (name: string, help: string, read: () => number) => {
     let last = 0;
