@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import WebSocket from 'ws';
 import { Packr } from 'msgpackr';
 import { ReplyError, createGateway, CloseCode, ErrorCode } from '../src/index.js';
-import { decodeFrame } from '../src/protocol/messages.js';
+import { decodeFrame, encode } from '../src/protocol/messages.js';
 import { connect, rejectedUpgrade, startGateway, type Started } from './helpers.js';
 
 describe('pub/sub', () => {
@@ -226,6 +226,67 @@ describe('bad input keeps the gateway serving others', () => {
     c.ws.send(Buffer.alloc(2048));
     assert.equal((await c.closed).code, CloseCode.MESSAGE_TOO_BIG);
     await small.gw.close();
+  });
+});
+
+describe('wiregate.v1.batch: one frame per tick', () => {
+  /** A masked client frame with a zero key (payload as given), to put several frames in one TCP write. */
+  const clientFrame = (payload: Uint8Array) => {
+    assert.ok(payload.length < 126);
+    return Buffer.concat([Buffer.from([0x82, 0x80 | payload.length, 0, 0, 0, 0]), payload]);
+  };
+
+  test('deliveries of one tick share a frame for batch clients only, in order', async () => {
+    const s = await startGateway();
+    const b = await connect(s.url, ['wiregate.v1.batch']);
+    const v1 = await connect(s.url, 'wiregate.v1');
+    assert.equal(b.ws.protocol, 'wiregate.v1.batch');
+    await b.subscribe('bt/#');
+    await v1.subscribe('bt/#');
+    const f0 = [b.frames, v1.frames];
+    for (let i = 0; i < 50; i++) void s.gw.publish(`bt/${i % 3}`, { i });
+    for (let i = 0; i < 50; i++) {
+      assert.deepEqual((await b.delivery())[3], { i });
+      assert.deepEqual((await v1.delivery())[3], { i });
+    }
+    assert.equal(v1.frames - f0[1], 50, 'wiregate.v1: one message per frame');
+    assert.equal(b.frames - f0[0], 1, 'wiregate.v1.batch: the whole tick in one frame');
+    await Promise.all([b.close(), v1.close()]);
+    await s.gw.close();
+  });
+
+  test('frames stay under 64 KiB; compressed messages and large binary results keep their place', async () => {
+    const s = await startGateway({ compression: { preset: 'fast', threshold: 2000 }, maxPayload: 1024 * 1024 });
+    s.gw.handle('echo', (_c, p) => p);
+    const b = await connect(s.url, ['wiregate.v1.batch'], { perMessageDeflate: true });
+    await b.subscribe('big/#');
+    const f0 = b.frames;
+    const sizes = Array.from({ length: 200 }, (_, i) => (i % 50 === 49 ? 5000 : 1000)); // every 50th is compressed
+    sizes.forEach((n, i) => void s.gw.publish(`big/${i}`, 'x'.repeat(n)));
+    for (let i = 0; i < sizes.length; i++) assert.equal(((await b.delivery())[3] as string).length, sizes[i], `delivery ${i}`);
+    const frames = b.frames - f0;
+    assert.ok(frames >= 4 + 4 && frames < 20, `${frames} frames: batches capped at 64 KiB, compressed ones apart`);
+    assert.ok(s.gw.stats.deflated >= 4);
+    // requests answered in one tick: small replies batched around a large binary reply
+    const big = Buffer.alloc(10_000, 7);
+    const ids = [b.id(), b.id(), b.id()];
+    b.send([4, ids[0], 'echo', 'a'], [4, ids[1], 'echo', big], [4, ids[2], 'echo', 'c']);
+    const order: unknown[] = [];
+    for (const id of ids) order.push((await b.next((m) => m[1] === id))[2]);
+    assert.deepEqual(order, ['a', big, 'c']);
+    await b.close();
+    await s.gw.close();
+  });
+
+  test('batched replies reach the client before a close frame from the same tick', async () => {
+    const s = await startGateway();
+    const b = await connect(s.url, ['wiregate.v1.batch']);
+    const sock = (b.ws as unknown as { _socket: { write(x: Buffer): void } })._socket;
+    sock.write(Buffer.concat([clientFrame(encode([5, 1])), clientFrame(encode([5, 2])), clientFrame(Buffer.from([0xc1]))]));
+    assert.deepEqual(await b.next((m) => m[0] === 20 && m[1] === 1), [20, 1]);
+    assert.deepEqual(await b.next((m) => m[0] === 20 && m[1] === 2), [20, 2]);
+    assert.equal((await b.closed).code, CloseCode.INVALID_PAYLOAD);
+    await s.gw.close();
   });
 });
 

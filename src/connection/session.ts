@@ -116,6 +116,9 @@ export class Session implements Subscriber, Beating, Connection {
   private readonly zMin: number;
   /** Socket corked until the gateway's end-of-tick flush. */
   corked = false;
+  /** wiregate.v1.batch: messages waiting for this tick's frame, and their total size. */
+  private batchParts: Uint8Array[] | null = null;
+  private batchBytes = 0;
   /** Releases the synchronous inflater's per-connection state (null: none installed). */
   private releaseInflate: (() => void) | null = null;
 
@@ -190,7 +193,7 @@ export class Session implements Subscriber, Beating, Connection {
     const ws = this.ws;
     if (ws.readyState !== 1) return false;
     const stats = this.core.stats;
-    if (ws.bufferedAmount + frame.length > this.core.config.outbound.maxBufferedBytes) {
+    if (ws.bufferedAmount + this.batchBytes + frame.length > this.core.config.outbound.maxBufferedBytes) {
       this.core.slowConsumer(this);
       return false;
     }
@@ -213,12 +216,47 @@ export class Session implements Subscriber, Beating, Connection {
         sock.cork();
         this.core.corked(this);
       }
+      const compress = this.zBits !== 0 && msg.length >= this.zMin;
+      if (this.batch && !compress) {
+        // wiregate.v1.batch: everything sent this tick leaves in one frame (see flushBatch)
+        if (this.batchBytes + msg.length > BATCH_MAX) this.flushBatch();
+        (this.batchParts ??= []).push(msg);
+        this.batchBytes += msg.length;
+        return;
+      }
+      if (this.batchParts !== null) this.flushBatch(); // keep order with what is batched
       if (wire !== null) sock.write(wire);
       else if (this.zBits !== 0 && msg.length >= this.zMin) {
         this.core.stats.deflated++;
         sock.write(compressedFrame(msg, this.zBits, this.core.config.compression));
       } else sock.write(wsFrameInPlace(msg)); // every server encoder leaves headroom
-    } else this.ws.send(msg, SEND_OPTS);
+    } else {
+      if (this.batchParts !== null) this.flushBatch();
+      this.ws.send(msg, SEND_OPTS);
+    }
+  }
+
+  /**
+   * Writes the messages batched this tick as one frame: their msgpack values back to back (the
+   * protocol's multi-message frame), copied once into a buffer that starts with the frame header.
+   */
+  private flushBatch(): void {
+    const parts = this.batchParts!;
+    const total = this.batchBytes;
+    this.batchParts = null;
+    this.batchBytes = 0;
+    if (parts.length === 1) {
+      this.sock!.write(wsFrameInPlace(parts[0]));
+      return;
+    }
+    const h = total < 126 ? 2 : total < 65536 ? 4 : 10;
+    const out = Buffer.allocUnsafe(h + total);
+    let p = h;
+    for (const m of parts) {
+      out.set(m, p);
+      p += m.length;
+    }
+    this.sock!.write(wsFrameInPlace(out.subarray(h)));
   }
 
   /**
@@ -233,7 +271,7 @@ export class Session implements Subscriber, Beating, Connection {
     if (ws.readyState !== 1) return true;
     const head = encodeBinResultHead(id, bin.length);
     const total = head.length + bin.length;
-    if (ws.bufferedAmount + total > this.core.config.outbound.maxBufferedBytes) {
+    if (ws.bufferedAmount + this.batchBytes + total > this.core.config.outbound.maxBufferedBytes) {
       this.core.slowConsumer(this);
       return true;
     }
@@ -245,6 +283,7 @@ export class Session implements Subscriber, Beating, Connection {
       sock.cork();
       this.core.corked(this);
     }
+    if (this.batchParts !== null) this.flushBatch();
     sock.write(wsFrameHeadInPlace(head, total));
     sock.write(bin);
     return true;
@@ -265,6 +304,7 @@ export class Session implements Subscriber, Beating, Connection {
   /** Called by the gateway once per tick for every socket corked during it. */
   uncork(): void {
     this.corked = false;
+    if (this.batchParts !== null) this.flushBatch();
     this.sock!.uncork();
   }
 
@@ -275,7 +315,7 @@ export class Session implements Subscriber, Beating, Connection {
     const topic = out.topic;
     if (ws.readyState !== 1) return;
     const budget = this.core.config.outbound.maxBufferedBytes;
-    if (ws.bufferedAmount + frame.length > budget) {
+    if (ws.bufferedAmount + this.batchBytes + frame.length > budget) {
       if (mayDrop) {
         const d = (this.dropped ??= new Map());
         d.set(topic, (d.get(topic) ?? 0) + 1);
@@ -315,6 +355,7 @@ export class Session implements Subscriber, Beating, Connection {
     // A socket paused by the rate limiter must read again to complete the closing handshake;
     // anything it reads from now on is discarded (closing).
     if (this.ws.isPaused) this.ws.resume();
+    if (this.batchParts !== null) this.flushBatch(); // batched messages go before the close frame
     this.ws.close(code, reason);
   }
 
@@ -599,6 +640,8 @@ const NO_SUBSCRIPTIONS: ReadonlySet<string> = new Set<string>();
 const NO_HEADERS: IncomingHttpHeaders = Object.freeze({});
 /** directMax when every size may take the direct path (a small integer, unlike Infinity, is stored inline). */
 const NO_LIMIT = 0x3fffffff;
+/** Largest batched frame payload: more messages in a tick start another frame. */
+const BATCH_MAX = 64 * 1024;
 /** FIN + ping opcode, empty payload (servers never mask). */
 const PING_FRAME = Buffer.from([0x89, 0x00]);
 
