@@ -278,6 +278,27 @@ describe('wiregate.v1.batch: one frame per tick', () => {
     await s.gw.close();
   });
 
+  test('a message larger than a batch frame still reaches a batch client, alone and in order', async () => {
+    const s = await startGateway({ maxPayload: 1024 * 1024 });
+    s.gw.handle('echo', (_c, p) => p);
+    const b = await connect(s.url, ['wiregate.v1.batch']);
+    const other = await connect(s.url);
+    await b.subscribe('huge/#');
+    await other.subscribe('huge/#');
+    const huge = 'h'.repeat(100_000); // over the 64 KiB batch cap on its own, first of its tick
+    void s.gw.publish('huge/1', huge);
+    void s.gw.publish('huge/2', 'after');
+    assert.equal((await b.delivery())[3], huge);
+    assert.equal((await b.delivery())[3], 'after');
+    assert.equal((await other.delivery())[3], huge, 'other subscribers of the same broadcast still served');
+    assert.equal((await other.delivery())[3], 'after');
+    const id = b.id();
+    b.send([4, id, 'echo', { s: huge }]);
+    assert.deepEqual((await b.next((m) => m[1] === id))[2], { s: huge }, 'a large (non-binary) result too');
+    await Promise.all([b.close(), other.close()]);
+    await s.gw.close();
+  });
+
   test('batched replies reach the client before a close frame from the same tick', async () => {
     const s = await startGateway();
     const b = await connect(s.url, ['wiregate.v1.batch']);

@@ -219,7 +219,8 @@ export class Session implements Subscriber, Beating, Connection {
       const compress = this.zBits !== 0 && msg.length >= this.zMin;
       if (this.batch && !compress) {
         // wiregate.v1.batch: everything sent this tick leaves in one frame (see flushBatch)
-        if (this.batchBytes + msg.length > BATCH_MAX) this.flushBatch();
+        // (a message over the cap on its own is framed alone when the next one comes or the tick ends)
+        if (this.batchParts !== null && this.batchBytes + msg.length > BATCH_MAX) this.flushBatch();
         (this.batchParts ??= []).push(msg);
         this.batchBytes += msg.length;
         return;
