@@ -6,7 +6,7 @@ import WebSocket from 'ws';
 import { Packr } from 'msgpackr';
 import { ReplyError, createGateway, CloseCode, ErrorCode } from '../src/index.js';
 import { decodeFrame, encode } from '../src/protocol/messages.js';
-import { connect, rejectedUpgrade, startGateway, type Started } from './helpers.js';
+import { connect, once, rejectedUpgrade, startGateway, type Started } from './helpers.js';
 
 describe('pub/sub', () => {
   let s: Started;
@@ -296,6 +296,55 @@ describe('wiregate.v1.batch: one frame per tick', () => {
     b.send([4, id, 'echo', { s: huge }]);
     assert.deepEqual((await b.next((m) => m[1] === id))[2], { s: huge }, 'a large (non-binary) result too');
     await Promise.all([b.close(), other.close()]);
+    await s.gw.close();
+  });
+
+  /** Opcodes of the server frames in `bytes` (servers never mask). */
+  const opcodes = (bytes: Buffer): number[] => {
+    const ops: number[] = [];
+    for (let p = 0; p < bytes.length; ) {
+      let len = bytes[p + 1] & 0x7f;
+      let h = 2;
+      if (len === 126) (len = bytes.readUInt16BE(p + 2)), (h = 4);
+      else if (len === 127) (len = Number(bytes.readBigUInt64BE(p + 2))), (h = 10);
+      ops.push(bytes[p] & 0x0f);
+      p += h + len;
+    }
+    return ops;
+  };
+  /** Every byte the server sends on this client's socket, whatever ws does with it. */
+  const tap = (c: { ws: WebSocket }) => {
+    const sock = (c.ws as unknown as { _socket: import('node:net').Socket })._socket;
+    const chunks: Buffer[] = [];
+    sock.on('data', (d: Buffer) => chunks.push(d));
+    const ended = once(sock, 'close');
+    return { sock, ended, bytes: () => Buffer.concat(chunks) };
+  };
+
+  test("batched replies go out before ws's answer to the client's close frame from the same read", async () => {
+    const s = await startGateway();
+    const b = await connect(s.url, ['wiregate.v1.batch']);
+    const t = tap(b);
+    const close = Buffer.from([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]); // masked close 1000, zero key
+    t.sock.write(Buffer.concat([clientFrame(encode([5, 1])), clientFrame(encode([5, 2])), close]));
+    assert.equal((await b.closed).code, 1000);
+    await t.ended;
+    const ops = opcodes(t.bytes());
+    assert.deepEqual(ops, [2, 8], `one batch frame with both pongs, then the close frame (got ${ops})`);
+    await s.gw.close();
+  });
+
+  test('a slow-consumer close drops what the tick batched: nothing follows the close frame', async () => {
+    const s = await startGateway({ outbound: { maxBufferedBytes: 4096 } });
+    const b = await connect(s.url, ['wiregate.v1.batch']);
+    await b.subscribe('flood/#');
+    const t = tap(b);
+    for (let i = 0; i < 40; i++) void s.gw.publish('flood/x', 'y'.repeat(200)); // ~8 KiB in one tick
+    assert.equal((await b.closed).code, CloseCode.SLOW_CONSUMER);
+    await t.ended;
+    const ops = opcodes(t.bytes());
+    assert.equal(ops.at(-1), 8, `the close frame is the last frame (got ${ops})`);
+    assert.equal(s.gw.stats.slowConsumerCloses, 1);
     await s.gw.close();
   });
 

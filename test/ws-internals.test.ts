@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Socket } from 'node:net';
-import { fastPathSocket, senderIdle, wsInternalsSupported } from '../src/transport/ws-internals.js';
+import { beforeReceiverClose, fastPathSocket, senderIdle, wsInternalsSupported } from '../src/transport/ws-internals.js';
 import { wsFrameInPlace, WS_HEADROOM } from '../src/transport/frame.js';
 import { encodeDelivery, encodePayload, decode } from '../src/protocol/messages.js';
 import { connect, startGateway } from './helpers.js';
@@ -17,6 +17,22 @@ test('ws internals used by the fast path are present on a live connection', asyn
   assert.equal(senderIdle(session.ws), true);
   assert.equal(s.gw.fastPath, true);
   await c.close();
+  await s.gw.close();
+});
+
+test("ws's Receiver: a hook runs before ws answers the peer's close frame", async () => {
+  const s = await startGateway();
+  const c = await connect(s.url); // wiregate.v1: the session does not install the hook itself
+  const ws = [...s.gw.sessions][0].ws;
+  const events: string[] = [];
+  const origClose = ws.close.bind(ws);
+  ws.close = ((...args: Parameters<typeof ws.close>) => {
+    events.push('ws.close');
+    return origClose(...args);
+  }) as typeof ws.close;
+  assert.equal(beforeReceiverClose(ws, { beforeClose: () => events.push('hook') }), true, 'ws Receiver has the conclude/error listeners the hook expects');
+  await c.close();
+  assert.deepEqual(events.slice(0, 2), ['hook', 'ws.close']);
   await s.gw.close();
 });
 

@@ -27,7 +27,7 @@ import type { GatewayCore } from './core.js';
 import { TokenBucket } from './rate.js';
 import { newEnvelope, parseEnvelope } from '../protocol/envelope.js';
 import { topicError } from '../protocol/topic.js';
-import { fastPathSocket, installSyncInflate, senderIdle, sharedDeflateWindowBits } from '../transport/ws-internals.js';
+import { beforeReceiverClose, fastPathSocket, installSyncInflate, senderIdle, sharedDeflateWindowBits } from '../transport/ws-internals.js';
 import { wsFrameHeadInPlace, wsFrameInPlace } from '../transport/frame.js';
 import { compressedFrame } from '../transport/deflate.js';
 import type { Socket } from 'node:net';
@@ -148,6 +148,10 @@ export class Session implements Subscriber, Beating, Connection {
     this.zMin = core.config.compression.threshold;
     this.directMax = deflate && this.zBits === 0 ? core.config.compression.threshold : NO_LIMIT;
     if (deflate && core.fastPath) this.releaseInflate = installSyncInflate(ws);
+    // A batch client's messages wait for the end of the tick outside the socket, while ws answers
+    // a client's close frame (or a protocol error) with its own close frame at once: the batch
+    // must be written first. Without that hook, no batching (sock null: ws.send only).
+    if (this.batch && this.sock !== null && !beforeReceiverClose(ws, this)) this.sock = null;
     (ws as unknown as Record<symbol, Session>)[kSession] = this;
     ws.on('message', onMessage);
     ws.on('pong', onPong);
@@ -305,8 +309,23 @@ export class Session implements Subscriber, Beating, Connection {
   /** Called by the gateway once per tick for every socket corked during it. */
   uncork(): void {
     this.corked = false;
-    if (this.batchParts !== null) this.flushBatch();
+    if (this.batchParts !== null) {
+      // Closed without going through close() (a slow-consumer close): nothing may follow the
+      // close frame, and nothing more was to be sent anyway.
+      if (this.ws.readyState === 1) this.flushBatch();
+      else this.dropBatch();
+    }
     this.sock!.uncork();
+  }
+
+  /** ws is about to write its own close frame (see beforeReceiverClose): the batch goes first. */
+  beforeClose(): void {
+    if (this.batchParts !== null && this.ws.readyState === 1) this.flushBatch();
+  }
+
+  private dropBatch(): void {
+    this.batchParts = null;
+    this.batchBytes = 0;
   }
 
   /** Hub delivery: shared frame, budget-checked; under the drop policy, counts the gap. */

@@ -6,6 +6,7 @@
 // 8.x (lib/websocket.js setSocket, lib/sender.js); test/ws-internals.test.ts fails if a ws
 // upgrade changes these fields, and `fastPathSocket` returns null (public API only) when the
 // shape is not what we expect.
+import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
 import { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
@@ -40,6 +41,34 @@ export function fastPathSocket(ws: WebSocket): Socket | null {
 export function senderIdle(ws: WebSocket): boolean {
   const s = (ws as unknown as WsInternals)._sender!;
   return s._state === 0 && s._queue.length === 0;
+}
+
+// ---- the receiver's close ---------------------------------------------------------------------
+//
+// When the peer's close frame arrives (Receiver 'conclude') or its data breaks the protocol
+// (Receiver 'error'), ws writes its own close frame straight away (lib/websocket.js
+// receiverOnConclude / receiverOnError call websocket.close). Whatever a caller holds back for the
+// end of the tick must be written before it: a listener prepended to ws's own runs first.
+
+export interface CloseAware {
+  beforeClose(): void;
+}
+const kOwner = Symbol('wiregate.owner');
+type ClosingReceiver = EventEmitter & { [kOwner]?: CloseAware };
+
+function receiverClosing(this: ClosingReceiver): void {
+  this[kOwner]!.beforeClose();
+}
+
+/** Calls owner.beforeClose() before ws answers a close frame or an error itself; false if ws's shape is unknown. */
+export function beforeReceiverClose(ws: WebSocket, owner: CloseAware): boolean {
+  const r = (ws as unknown as { _receiver?: unknown })._receiver;
+  if (!wsInternalsSupported || !(r instanceof EventEmitter) || r.listenerCount('conclude') !== 1 || r.listenerCount('error') !== 1) return false;
+  const receiver = r as ClosingReceiver;
+  receiver[kOwner] = owner;
+  receiver.prependListener('conclude', receiverClosing);
+  receiver.prependListener('error', receiverClosing);
+  return true;
 }
 
 interface DeflateInternals {
