@@ -145,3 +145,46 @@ for (const mode of INBOUND) {
     await s.gw.close();
   });
 }
+
+/** Client frame (masked, zero key) of any length; RSV1 marks it compressed. */
+function clientFrameAny(payload: Buffer, rsv1: boolean): Buffer {
+  const b0 = 0x80 | (rsv1 ? 0x40 : 0) | 0x02;
+  const head = payload.length < 126 ? Buffer.from([b0, 0x80 | payload.length]) : Buffer.from([b0, 0x80 | 126, payload.length >> 8, payload.length & 0xff]);
+  return Buffer.concat([head, Buffer.alloc(4), payload]);
+}
+
+for (const mode of INBOUND) {
+  test(`inbound inflate, ${mode.name}: fuzzed compressed requests get an answer or a documented close, others unaffected`, async () => {
+    const { deflateRawSync, constants } = await import('node:zlib');
+    const s = await startGateway({ compression: { preset: mode.preset, threshold: 0 }, maxPayload: 4096 });
+    s.gw.handle('echo', (_c, p) => p);
+    const healthy = await connect(s.url, 'wiregate.v1', { perMessageDeflate: { threshold: 0 } });
+    let seed = 0x5eed ^ (mode.contextFree ? 1 : 2);
+    const rnd = (n: number) => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) % n);
+    const outcomes = new Map<string, number>();
+    for (let i = 0; i < 60; i++) {
+      const c = await connect(s.url, 'wiregate.v1', { perMessageDeflate: { threshold: 0 } });
+      const z = deflateRawSync(encode([4, 1, 'echo', payload(i)]), { finishFlush: constants.Z_SYNC_FLUSH }).subarray(0, -4);
+      const bad = Buffer.from(z);
+      const kind = rnd(5); // 4: untouched, the control case
+      let data: Buffer;
+      if (kind === 0) for (let k = 0; k <= rnd(3); k++) bad[rnd(bad.length)] ^= 1 << rnd(8); // bit flips
+      if (kind === 1) data = bad.subarray(0, 1 + rnd(bad.length - 1)); // truncated
+      else if (kind === 2) data = Buffer.concat([bad, Buffer.from(Array.from({ length: 1 + rnd(40) }, () => rnd(256)))]); // trailing garbage
+      else if (kind === 3) data = Buffer.from(Array.from({ length: 1 + rnd(200) }, () => rnd(256))); // noise
+      else data = bad; // flipped (0) or untouched (4)
+      // then an uncompressed PING: whatever the fuzzed frame did, an answer or a documented close
+      // follows (4500: it inflated to a frame of many invalid messages)
+      const sock = (c.ws as unknown as { _socket: { write(b: Buffer): void } })._socket;
+      sock.write(Buffer.concat([clientFrameAny(data, true), clientFrameAny(Buffer.from(encode([5, 99])), false)]));
+      const outcome = await Promise.race([c.next((m) => m[0] === 20 && m[1] === 99).then(() => 'answered'), c.closed.then((x) => `close ${x.code}`)]);
+      assert.match(outcome, kind === 4 ? /^answered$/ : /^(answered|close (1002|1007|1009|4500))$/, `fuzz case ${i} (kind ${kind})`);
+      outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
+      await c.close();
+      assert.deepEqual((await healthy.request('echo', payload(1000 + i)))[2], payload(1000 + i), `healthy client after fuzz case ${i}`);
+    }
+    assert.ok((outcomes.get('close 1007') ?? 0) > 0 && (outcomes.get('answered') ?? 0) > 0, `both outcomes occur: ${JSON.stringify([...outcomes])}`);
+    await healthy.close();
+    await s.gw.close();
+  });
+}
