@@ -309,21 +309,22 @@ export class Session implements Subscriber, Beating, Connection {
   /** Called by the gateway once per tick for every socket corked during it. */
   uncork(): void {
     this.corked = false;
-    if (this.batchParts !== null) {
-      // Closed without going through close() (a slow-consumer close): nothing may follow the
-      // close frame, and nothing more was to be sent anyway.
-      if (this.ws.readyState === 1) this.flushBatch();
-      else this.dropBatch();
-    }
+    if (this.batchParts !== null) this.settleBatch();
     this.sock!.uncork();
   }
 
   /** ws is about to write its own close frame (see beforeReceiverClose): the batch goes first. */
   beforeClose(): void {
-    if (this.batchParts !== null && this.ws.readyState === 1) this.flushBatch();
+    if (this.batchParts !== null) this.settleBatch();
   }
 
-  private dropBatch(): void {
+  /**
+   * Writes the batch while the connection is open. Once it is closing without close() (a
+   * slow-consumer close, ws answering the peer) a close frame is out and nothing may follow it:
+   * the batch is dropped.
+   */
+  private settleBatch(): void {
+    if (this.ws.readyState === 1) return this.flushBatch();
     this.batchParts = null;
     this.batchBytes = 0;
   }
@@ -375,7 +376,7 @@ export class Session implements Subscriber, Beating, Connection {
     // A socket paused by the rate limiter must read again to complete the closing handshake;
     // anything it reads from now on is discarded (closing).
     if (this.ws.isPaused) this.ws.resume();
-    if (this.batchParts !== null) this.flushBatch(); // batched messages go before the close frame
+    if (this.batchParts !== null) this.settleBatch(); // batched messages go before the close frame
     this.ws.close(code, reason);
   }
 
