@@ -47,7 +47,8 @@ export async function throughput(opts) {
   // can be compared at equal load. An open loop batches less per read than the closed loop that
   // found the maximum, so per-message server CPU is reported too. A rate above 60% of a server's
   // own maximum is skipped for it (it would only measure queueing).
-  const maxOf = (kind) => rows.find((r) => r.kind === kind && r.size === 64 && r.conns === conns)?.rate;
+  const maxRow = (kind) => rows.find((r) => r.kind === kind && r.size === 64 && r.conns === conns);
+  const maxOf = (kind) => maxRow(kind)?.rate;
   const pacedKinds = targets.filter((t) => t === 'ws' || t === 'wiregate' || t === 'uws').filter((k) => maxOf(k));
   const common = [maxOf('ws') && maxOf('ws') * 0.5, !opts.quick && maxOf('wiregate') && maxOf('wiregate') * 0.25].filter(Boolean).map(Math.round);
   const plan = [];
@@ -73,10 +74,7 @@ export async function throughput(opts) {
     }
   }
   paced.sort((a, b) => a.rate - b.rate || pacedKinds.indexOf(a.kind) - pacedKinds.indexOf(b.kind));
-  const closedUs = Object.fromEntries(pacedKinds.map((k) => {
-    const r = rows.find((x) => x.kind === k && x.size === 64 && x.conns === conns);
-    return [k, (r.serverCpu * 1e6) / r.rate];
-  }));
+  const closedUs = Object.fromEntries(pacedKinds.map((k) => [k, (maxRow(k).serverCpu * 1e6) / maxRow(k).rate]));
   for (const r of [...rows, ...sweep]) {
     const base = [...rows, ...sweep].find((x) => x.kind === 'ws' && x.size === r.size && x.conns === r.conns);
     r.vsWs = base ? r.rate / base.rate : null;
