@@ -1,11 +1,14 @@
-// The one place that reaches into ws internals, for the outbound fast path: writing pre-framed
-// bytes straight to the socket (frame once, share across subscribers, coalesce per tick).
+// The one place that reaches into ws internals: writing pre-framed bytes straight to the socket
+// (frame once, share across subscribers, coalesce per tick), inflating inbound messages
+// synchronously, and running a hook before ws writes a close frame of its own.
 //
-// Safe only while ws's Sender is idle (`_state === 0`, nothing being compressed or queued);
-// otherwise callers fall back to the public `ws.send`, which queues in order. Checked against ws
-// 8.x (lib/websocket.js setSocket, lib/sender.js); test/ws-internals.test.ts fails if a ws
-// upgrade changes these fields, and `fastPathSocket` returns null (public API only) when the
-// shape is not what we expect.
+// Direct writes are safe only while ws's Sender is idle (`_state === 0`, nothing being compressed
+// or queued); otherwise callers fall back to the public `ws.send`, which queues in order.
+// Written against ws 8.23.0 (lib/websocket.js setSocket, lib/sender.js, lib/receiver.js), which
+// package.json pins exactly: a ws upgrade is a deliberate change that must pass
+// test/ws-internals.test.ts and test/compression.test.ts, which fail if these internals change.
+// At run time every entry point checks the shape it relies on and returns null/false when it is
+// not what we expect, and callers then use ws's public API only.
 import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
 import { Socket } from 'node:net';
