@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { SignJWT } from 'jose';
 import { CloseCode, ErrorCode } from '../src/index.js';
 import { connect, rejectedUpgrade, startGateway, type Started } from './helpers.js';
+import { internals } from '../src/gateway.js';
 
 const SECRET = 'a-very-long-test-secret-of-32-bytes!!';
 const key = new TextEncoder().encode(SECRET);
@@ -31,7 +32,7 @@ describe('JWT at the upgrade', () => {
     const b = await connect(`${s.url}?token=${t}`);
     const c = await connect(s.url, ['wiregate.v1', `bearer.${t}`]);
     assert.equal(c.ws.protocol, 'wiregate.v1', 'the token entry is never selected');
-    const conn = [...s.gw.sessions].at(-1)!;
+    const conn = [...internals(s.gw).sessions].at(-1)!;
     assert.equal(conn.userId, 'user-1');
     await Promise.all([a.close(), b.close(), c.close()]);
   });

@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, startGateway, type Client } from './helpers.js';
 import { encode } from '../src/protocol/messages.js';
+import { internals } from '../src/gateway.js';
 
 const payload = (i: number) => ({ i, readings: Array.from({ length: 40 }, (_, k) => ({ sensor: `temp-${k}`, value: 20 + k / 10, unit: 'C' })) });
 
@@ -16,7 +17,7 @@ test('one compressed frame per broadcast, decoded by clients with different defl
     await connect(s.url, 'wiregate.v1', { perMessageDeflate: false }),
   ];
   for (const c of clients) await c.subscribe('telemetry/#');
-  const sessions = [...s.gw.sessions];
+  const sessions = [...internals(s.gw).sessions];
   assert.deepEqual(sessions.map((x) => x.zBits), [15, 15, 15, 0]);
   const before = clients.map((c) => (c.ws as unknown as { _socket: { bytesRead: number } })._socket.bytesRead);
   const n = 20;
@@ -24,7 +25,7 @@ test('one compressed frame per broadcast, decoded by clients with different defl
   for (const c of clients) {
     for (let i = 0; i < n; i++) assert.deepEqual(await c.delivery(), [18, `telemetry/dev${i}`, 1, payload(i)]);
   }
-  assert.equal(s.gw.stats.deflated, n, 'compressed once per publish, not once per subscriber');
+  assert.equal(internals(s.gw).writer.deflated, n, 'compressed once per publish, not once per subscriber');
   const read = clients.map((c, k) => (c.ws as unknown as { _socket: { bytesRead: number } })._socket.bytesRead - before[k]);
   assert.ok(read[0] * 3 < read[3], `compressed clients read far fewer bytes (${read[0]} vs ${read[3]})`);
   await Promise.all(clients.map((c) => c.close()));
@@ -37,7 +38,7 @@ test('a client limiting server_max_window_bits gets frames compressed for its wi
   const big = await connect(s.url, 'wiregate.v1', { perMessageDeflate: true });
   await small.subscribe('w');
   await big.subscribe('w');
-  assert.deepEqual([...s.gw.sessions].map((x) => x.zBits), [10, 15]);
+  assert.deepEqual([...internals(s.gw).sessions].map((x) => x.zBits), [10, 15]);
   const p = { text: 'wiregate '.repeat(500) };
   await s.gw.publish('w', p);
   assert.deepEqual((await small.delivery())[3], p);
@@ -54,7 +55,7 @@ test('replies are compressed per connection; inbound compressed messages are inf
     const r = await c.request('echo', payload(i));
     assert.deepEqual(r[2], payload(i));
   }
-  assert.ok(s.gw.stats.deflated >= 10);
+  assert.ok(internals(s.gw).writer.deflated >= 10);
   await c.close();
   await s.gw.close();
 });
@@ -63,10 +64,10 @@ test('context takeover (preset max): ws compresses, order and content preserved'
   const s = await startGateway({ compression: { preset: 'max' } });
   const c = await connect(s.url, 'wiregate.v1', { perMessageDeflate: true });
   await c.subscribe('m');
-  assert.equal([...s.gw.sessions][0].zBits, 0);
+  assert.equal([...internals(s.gw).sessions][0].zBits, 0);
   for (let i = 0; i < 50; i++) void s.gw.publish('m', i % 2 ? i : payload(i));
   for (let i = 0; i < 50; i++) assert.deepEqual((await c.delivery())[3], i % 2 ? i : payload(i));
-  assert.equal(s.gw.stats.deflated, 0);
+  assert.equal(internals(s.gw).writer.deflated, 0);
   await c.close();
   await s.gw.close();
 });
@@ -90,7 +91,7 @@ for (const mode of INBOUND) {
     s.gw.handle('echo', (_c, p) => p);
     const a = await connect(s.url, 'wiregate.v1', { perMessageDeflate: { threshold: 0 } });
     const b = await connect(s.url, 'wiregate.v1', { perMessageDeflate: { threshold: 0 } });
-    const [sa] = [...s.gw.sessions];
+    const [sa] = [...internals(s.gw).sessions];
     const params = (sa.ws as unknown as { _extensions: Record<string, { params: Record<string, unknown> }> })._extensions['permessage-deflate'].params;
     assert.equal(params.client_no_context_takeover === true, mode.contextFree, JSON.stringify(params));
     const receiver = (sa.ws as unknown as { _receiver: object })._receiver;

@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium, type Browser } from 'playwright-core';
 import { connect, startGateway } from './helpers.js';
 import { decodeFrame, encode } from '../src/protocol/messages.js';
+import { internals } from '../src/gateway.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const PYTHON = process.env.INTEROP_PYTHON ?? '/usr/bin/python3';
@@ -83,14 +84,14 @@ for (const preset of ['fast', 'balanced'] as const) {
       for (const [name, ext] of [['chromium', browserExt], ['python websockets', ready.extensions as string], ['ws', String(node.ws.extensions)]]) {
         assert.match(ext, /permessage-deflate/, `${name} negotiated permessage-deflate: ${ext}`);
       }
-      assert.equal(s.gw.sessions.size, 3);
-      for (const x of s.gw.sessions) assert.ok(x.zBits > 0, 'every subscriber takes shared compressed frames');
+      assert.equal(internals(s.gw).sessions.size, 3);
+      for (const x of internals(s.gw).sessions) assert.ok(x.zBits > 0, 'every subscriber takes shared compressed frames');
 
-      const deflated0 = s.gw.stats.deflated;
+      const deflated0 = internals(s.gw).writer.deflated;
       for (let i = 0; i < payloads.length; i++) await s.gw.publish(`interop/${i}`, payloads[i]);
       const expected = payloads.map((p, i) => [18, `interop/${i}`, 1, p]);
       const big = payloads.filter((p) => encode(p).length >= 64).length;
-      assert.equal(s.gw.stats.deflated - deflated0, big, 'each large broadcast compressed once for all three subscribers');
+      assert.equal(internals(s.gw).writer.deflated - deflated0, big, 'each large broadcast compressed once for all three subscribers');
 
       // ws
       for (const e of expected) assert.deepEqual(await node.delivery(), e);

@@ -8,6 +8,7 @@ import WebSocket from 'ws';
 import { CloseCode, ErrorCode } from '../src/index.js';
 import { encode } from '../src/protocol/messages.js';
 import { Client, connect, rejectedUpgrade, startGateway, type Started } from './helpers.js';
+import { internals } from '../src/gateway.js';
 
 /** Subscribes a healthy client and returns a probe that checks it still receives. */
 async function healthyProbe(s: Started) {
@@ -137,7 +138,7 @@ describe('inbound limits', () => {
     for (let i = 0; i < 2000; i++) flood.ws.send(ping);
     const closed = await flood.closed;
     assert.equal(closed.code, CloseCode.RATE_LIMITED);
-    assert.ok(s.gw.stats.rateLimitCloses >= 1);
+    assert.ok(internals(s.gw).stats.rateLimitCloses >= 1);
     await h.check();
     await h.client.close();
     await s.gw.close();
@@ -150,7 +151,7 @@ describe('inbound limits', () => {
     // 15 KB: 5 KB over the burst -> pause ~250 ms, messages still processed in order
     for (let i = 0; i < 3; i++) c.publish('br/t', Buffer.alloc(5000, i));
     for (let i = 0; i < 3; i++) assert.equal(((await c.delivery('br/t'))[3] as Buffer)[0], i);
-    assert.ok(s.gw.stats.rateLimitPauses >= 1);
+    assert.ok(internals(s.gw).stats.rateLimitPauses >= 1);
     await c.close();
     await s.gw.close();
   });
@@ -193,7 +194,7 @@ describe('outbound backpressure', () => {
       });
       healthy.messages.length = 0;
       let maxBuffered = 0;
-      const slowSession = [...s.gw.sessions][1]; // sessions are kept in connection order
+      const slowSession = [...internals(s.gw).sessions][1]; // sessions are kept in connection order
       for (let i = 0; i < total; i++) {
         await s.gw.publish('flood/t', payload);
         if (slowSession.ws.readyState === 1) maxBuffered = Math.max(maxBuffered, slowSession.ws.bufferedAmount);
@@ -204,12 +205,12 @@ describe('outbound backpressure', () => {
       assert.equal(received, total, 'healthy subscriber received every message');
       assert.ok(maxBuffered <= budget, `buffered ${maxBuffered} stayed within the ${budget} budget`);
       if (policy === 'close') {
-        assert.equal(s.gw.stats.slowConsumerCloses, 1);
+        assert.equal(internals(s.gw).stats.slowConsumerCloses, 1);
         (slow.ws as unknown as { _socket: { resume(): void } })._socket.resume();
         const c = await slow.closed;
         assert.ok(c.code === CloseCode.SLOW_CONSUMER || c.code === 1006, `closed with ${c.code}`);
       } else {
-        assert.ok(s.gw.stats.deliveriesDropped > 0);
+        assert.ok(internals(s.gw).stats.deliveriesDropped > 0);
         assert.equal(slow.ws.readyState, WebSocket.OPEN, 'drop policy keeps the connection');
         (slow.ws as unknown as { _socket: { resume(): void } })._socket.resume();
         await waitFor(async () => slowSession.ws.bufferedAmount === 0, 100_000);

@@ -5,13 +5,13 @@ import { decode } from '../protocol/messages.js';
 import { SUBPROTOCOL } from '../protocol/messages.js';
 import { topicError } from '../protocol/topic.js';
 import { readBody, sendJson } from '../transport/http-util.js';
-import type { Gateway } from '../gateway.js';
+import type { Runtime } from '../runtime.js';
 
 function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
 
-export function createHttpHandler(gw: Gateway): (req: IncomingMessage, res: ServerResponse) => void {
+export function createHttpHandler(gw: Runtime): (req: IncomingMessage, res: ServerResponse) => void {
   const keyDigest = gw.config.httpPublish.apiKey ? digest(gw.config.httpPublish.apiKey) : null;
 
   const authorized = (req: IncomingMessage): boolean => {

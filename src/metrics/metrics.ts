@@ -5,8 +5,21 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { errorCodeName } from '../protocol/codes.js';
 import type { Stats } from '../connection/core.js';
+import type { FastPaths } from '../transport/ws-internals.js';
 
-export function createMetrics(stats: Stats, live: { connections(): number; patterns(): number; draining(): boolean }, eventLoopResolution = 100): Registry {
+export interface LiveReadings {
+  connections(): number;
+  patterns(): number;
+  draining(): boolean;
+  /** Messages wiregate deflated itself. */
+  deflated(): number;
+  /** Inbound messages inflated synchronously (the syncInflate fast path). */
+  syncInflates(): number;
+  upgradesRejected(): Map<string, number>;
+  fastPaths: FastPaths;
+}
+
+export function createMetrics(stats: Stats, live: LiveReadings, eventLoopResolution = 100): Registry {
   const register = new Registry();
   collectDefaultMetrics({ register, eventLoopMonitoringPrecision: eventLoopResolution });
 
@@ -48,7 +61,17 @@ export function createMetrics(stats: Stats, live: { connections(): number; patte
   counter('wiregate_rate_limit_closes_total', 'Connections closed with 4001 RATE_LIMITED', () => stats.rateLimitCloses);
   counter('wiregate_heartbeat_pings_total', 'Heartbeat pings sent', () => stats.heartbeatPings);
   counter('wiregate_heartbeat_terminations_total', 'Connections terminated for not answering heartbeats', () => stats.heartbeatTerminations);
-  counter('wiregate_deflated_messages_total', 'Messages compressed by wiregate itself (one per broadcast, shared by all subscribers)', () => stats.deflated);
+  counter('wiregate_deflated_messages_total', 'Messages compressed by wiregate itself (one per broadcast, shared by all subscribers)', live.deflated);
+  counter('wiregate_sync_inflates_total', 'Inbound compressed messages inflated synchronously (syncInflate fast path; process-wide)', live.syncInflates);
+  new Gauge({
+    name: 'wiregate_fast_path_active',
+    help: 'Whether each ws-internals fast path is on (1) or off (0); see /info fastPaths.reason',
+    labelNames: ['path'],
+    registers: [register],
+    collect() {
+      for (const p of ['directWrites', 'syncInflate', 'closeHook'] as const) this.set({ path: p }, live.fastPaths[p] ? 1 : 0);
+    },
+  });
   counter('wiregate_http_publishes_total', 'Messages published through POST /v1/publish', () => stats.httpPublishes);
 
   const labelled = <K>(name: string, help: string, label: string, read: () => Map<K, number>, labelOf: (k: K) => string) => {
@@ -70,6 +93,6 @@ export function createMetrics(stats: Stats, live: { connections(): number; patte
   labelled('wiregate_errors_total', 'Errors answered to clients, by code (MALFORMED_FRAME and TEXT_FRAME close the connection)', 'code', () => stats.errors, (code) =>
     code === -1 ? 'MALFORMED_FRAME' : code === -2 ? 'TEXT_FRAME' : errorCodeName(code),
   );
-  labelled('wiregate_upgrades_rejected_total', 'Upgrade requests refused before a WebSocket existed, by reason', 'reason', () => stats.upgradesRejected, (reason) => reason);
+  labelled('wiregate_upgrades_rejected_total', 'Upgrade requests refused before a WebSocket existed, by reason', 'reason', live.upgradesRejected, (reason) => reason);
   return register;
 }

@@ -43,6 +43,26 @@ export type ErrorCodeValue = (typeof ErrorCode)[ErrorCodeName];
 export const APP_ERROR_CODE_MIN = 1000;
 
 /**
+ * The one rule for `limits.maxProtocolErrors`: an ERROR counts towards it when the client's own
+ * message was at fault - malformed, not allowed, over a per-connection limit. Outcomes the client
+ * did not cause (INTERNAL, TIMEOUT, HANDLER_ERROR, UNAVAILABLE while draining) and application
+ * codes (>= 1000) never count. docs/protocol.md section 5 lists the same set; a test checks it.
+ */
+export const PROTOCOL_ERROR_CODES: ReadonlySet<number> = new Set<number>([
+  ErrorCode.BAD_REQUEST,
+  ErrorCode.UNKNOWN_TYPE,
+  ErrorCode.INVALID_TOPIC,
+  ErrorCode.FORBIDDEN,
+  ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+  ErrorCode.UNKNOWN_METHOD,
+  ErrorCode.RATE_LIMITED,
+  ErrorCode.PAYLOAD_TOO_LARGE,
+  ErrorCode.TOKEN_INVALID,
+  ErrorCode.UNAUTHORIZED,
+  ErrorCode.TOO_MANY_REQUESTS,
+]);
+
+/**
  * WebSocket close codes the gateway uses. Ranges tell a client whether reconnecting makes sense:
  *  - 1001, 1011, 1012, 1013, 4000-4499: transient, reconnect with backoff;
  *  - 1000, 1002, 1003, 1007, 1008, 1009, 4500-4999: terminal, do not reconnect without a change

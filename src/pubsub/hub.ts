@@ -1,21 +1,23 @@
 // Local fan-out. The hub keeps this node's subscriptions in a trie, tells the broker which
-// patterns this node needs, and turns each brokered message into ONE delivery frame whose bytes
-// are handed to every matching subscriber.
+// patterns this node needs, and turns each brokered message into ONE encoded MESSAGE whose bytes
+// are handed to every matching subscriber. The hub deals in encoded messages only: framing and
+// compression belong to the transport, which caches them on the Outgoing (see transport/writer.ts).
 import { encodeDelivery } from '../protocol/messages.js';
 import type { Broker } from './broker.js';
 import { SubscriptionTrie } from './trie.js';
-import { wsFrameInPlace } from '../transport/frame.js';
 
-/** One published message as every local subscriber receives it: encoded and framed once. */
+/** One published message as every local subscriber receives it: encoded once. */
 export class Outgoing {
-  /** Compressed frame cache (see GatewayCore.sharedCompressed), for window bits `zBits`. */
+  /**
+   * Transport caches, filled on first use and shared by every subscriber: the uncompressed
+   * WebSocket frame, and the compressed frame for window bits `zBits`. The hub never reads them.
+   */
+  wire: Buffer | null = null;
   z: Buffer | null = null;
   zBits = 0;
   constructor(
-    /** The msgpack MESSAGE `[18, topic, seq, payload]`. */
+    /** The msgpack MESSAGE `[18, topic, seq, payload]`, with frame headroom in front of it. */
     readonly msg: Uint8Array,
-    /** The same bytes as a complete uncompressed WebSocket binary frame. */
-    readonly wire: Buffer,
     readonly topic: string,
   ) {}
 }
@@ -80,9 +82,8 @@ export class Hub {
       this.depth--;
       return;
     }
-    // Encode and frame once; every subscriber gets the same bytes.
-    const msg = encodeDelivery(topic, seq, payload);
-    const out = new Outgoing(msg, wsFrameInPlace(msg), topic);
+    // Encode once; every subscriber gets the same bytes.
+    const out = new Outgoing(encodeDelivery(topic, seq, payload), topic);
     const stamp = ++this.stamp;
     const mayDrop = this.mayDrop(topic);
     let count = 0;

@@ -4,11 +4,15 @@
 //
 // Direct writes are safe only while ws's Sender is idle (`_state === 0`, nothing being compressed
 // or queued); otherwise callers fall back to the public `ws.send`, which queues in order.
-// Written against ws 8.23.0 (lib/websocket.js setSocket, lib/sender.js, lib/receiver.js), which
-// package.json pins exactly: a ws upgrade is a deliberate change that must pass
-// test/ws-internals.test.ts and test/compression.test.ts, which fail if these internals change.
-// At run time every entry point checks the shape it relies on and returns null/false when it is
-// not what we expect, and callers then use ws's public API only.
+//
+// ws is a caret dependency, so a ws fix reaches users without a wiregate release. The internals
+// are a contract with one exact ws version at a time: each fast path is enabled only when the
+// installed ws is on TESTED_WS_VERSIONS (versions the whole suite, including
+// test/ws-internals.test.ts's behavioural contract tests, has passed against); on any other
+// version wiregate uses ws's public API only, says so in /info and /metrics, and logs a warning at
+// start. At run time every entry point also checks the shape it relies on and returns null/false
+// when it is not what we expect. WIREGATE_FAST_PATHS=off turns every fast path off (CI runs the
+// suite a second time that way, so the public-API path stays correct).
 import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
 import { Socket } from 'node:net';
@@ -16,10 +20,35 @@ import type { WebSocket } from 'ws';
 import { OutputLimitError, createSyncInflate, syncZlibSupported, type SyncZlib } from './zlib-sync.js';
 
 const require = createRequire(import.meta.url);
-const WS_VERSION: string = (require('ws/package.json') as { version: string }).version;
-/** ws major version whose internals this module was written against. */
-export const SUPPORTED_WS_MAJOR = 8;
-export const wsInternalsSupported = Number(WS_VERSION.split('.')[0]) === SUPPORTED_WS_MAJOR;
+export const WS_VERSION: string = (require('ws/package.json') as { version: string }).version;
+/** Exact ws versions whose internals the fast paths were written and tested against. */
+export const TESTED_WS_VERSIONS: readonly string[] = ['8.23.0'];
+
+/** Whether each fast path may be used in this process, and why not when it may not. */
+export interface FastPaths {
+  /** Pre-framed writes straight to the socket, coalesced per tick (and the batch subprotocol, shared compressed frames). */
+  directWrites: boolean;
+  /** Inbound permessage-deflate inflated synchronously instead of on the threadpool. */
+  syncInflate: boolean;
+  /** A hook that runs before ws writes a close frame of its own (needed to batch for wiregate.v1.batch clients). */
+  closeHook: boolean;
+  /** Empty when every path is on; otherwise why some are off. */
+  reason: string;
+}
+
+/** Decides the fast paths from the installed ws version and the environment (read once, at gateway construction). */
+export function fastPaths(env: Record<string, string | undefined> = process.env, wsVersion = WS_VERSION): FastPaths {
+  const off = env.WIREGATE_FAST_PATHS === 'off' || env.WIREGATE_NO_FAST_PATH === '1';
+  if (off) return { directWrites: false, syncInflate: false, closeHook: false, reason: 'disabled by WIREGATE_FAST_PATHS=off' };
+  if (!TESTED_WS_VERSIONS.includes(wsVersion)) {
+    return { directWrites: false, syncInflate: false, closeHook: false, reason: `ws ${wsVersion} is not one of the versions the fast paths are tested against (${TESTED_WS_VERSIONS.join(', ')}): using ws's public API only` };
+  }
+  if (!syncZlibSupported) return { directWrites: true, syncInflate: false, closeHook: true, reason: "this Node's zlib internals are not the ones synchronous inflate expects" };
+  return { directWrites: true, syncInflate: true, closeHook: true, reason: '' };
+}
+
+/** Counts synchronous inflates (read by tests that check the fast path has not been silently lost). */
+export const inflateStats = { sync: 0 };
 
 interface SenderInternals {
   _state: number;
@@ -32,7 +61,6 @@ interface WsInternals {
 
 /** The raw socket of an open WebSocket when the fast path can be used, else null. */
 export function fastPathSocket(ws: WebSocket): Socket | null {
-  if (!wsInternalsSupported) return null;
   const w = ws as unknown as WsInternals;
   const sender = w._sender;
   if (!(w._socket instanceof Socket) || sender === null || typeof sender !== 'object') return null;
@@ -66,7 +94,7 @@ function receiverClosing(this: ClosingReceiver): void {
 /** Calls owner.beforeClose() before ws answers a close frame or an error itself; false if ws's shape is unknown. */
 export function beforeReceiverClose(ws: WebSocket, owner: CloseAware): boolean {
   const r = (ws as unknown as { _receiver?: unknown })._receiver;
-  if (!wsInternalsSupported || !(r instanceof EventEmitter) || r.listenerCount('conclude') !== 1 || r.listenerCount('error') !== 1) return false;
+  if (!(r instanceof EventEmitter) || r.listenerCount('conclude') !== 1 || r.listenerCount('error') !== 1) return false;
   const receiver = r as ClosingReceiver;
   receiver[kOwner] = owner;
   receiver.prependListener('conclude', receiverClosing);
@@ -85,7 +113,6 @@ interface DeflateInternals {
  * wiregate must leave compression to ws (context takeover, or deflate not negotiated).
  */
 export function sharedDeflateWindowBits(ws: WebSocket): number {
-  if (!wsInternalsSupported) return 0;
   const ext = (ws as unknown as { _extensions?: Record<string, DeflateInternals> })._extensions?.['permessage-deflate'];
   const params = ext?.params;
   if (!params || params.server_no_context_takeover !== true) return 0;
@@ -138,7 +165,7 @@ function clientWindowBits(v: unknown): number {
  * negotiated, or the ws/Node internals are not what this code expects: ws's own path stays).
  */
 export function installSyncInflate(ws: WebSocket): (() => void) | null {
-  if (!wsInternalsSupported || !syncZlibSupported) return null;
+  if (!syncZlibSupported) return null;
   const params = (ws as unknown as { _extensions?: Record<string, DeflateInternals> })._extensions?.['permessage-deflate']?.params;
   const r = (ws as unknown as { _receiver?: ReceiverInternals })._receiver;
   if (!params || !r) return null;
@@ -181,6 +208,7 @@ export function installSyncInflate(ws: WebSocket): (() => void) | null {
       else cb(this.createError(Error, 'invalid compressed data', false, 1007, 'WS_ERR_INVALID_COMPRESSED_DATA'));
       return;
     }
+    inflateStats.sync++;
     if (out.length > 0) {
       this._messageLength += out.length;
       this._fragments.push(out);

@@ -1,0 +1,449 @@
+// The gateway's internals, wired once at construction: config -> ws server -> upgrade admission
+// -> sessions -> dispatcher -> hub -> broker, plus the shared timers (heartbeat, request
+// timeouts, the once-a-second housekeeping) and the HTTP server's lifecycle (listen, drain).
+// Not exported from the package: the public surface is the Gateway class in gateway.ts.
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { pino, type Logger } from 'pino';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { Registry } from 'prom-client';
+import type { GatewayConfig } from './config/index.js';
+import { CloseCode } from './protocol/codes.js';
+import { SUBPROTOCOL_BATCH, encodePayload } from './protocol/messages.js';
+import { DEFAULT_MAX_DEPTH } from './protocol/scan.js';
+import { topicError, topicMatches, type TopicLimits } from './protocol/topic.js';
+import { Hub } from './pubsub/hub.js';
+import { MemoryBroker } from './pubsub/memory-broker.js';
+import type { Broker } from './pubsub/broker.js';
+import { Session, type SessionContext } from './connection/session.js';
+import { Dispatcher } from './connection/dispatch.js';
+import { RequestTimer } from './connection/requests.js';
+import { newStats, type Hooks, type MethodHandler, type Stats } from './connection/core.js';
+import { Heartbeat } from './heartbeat/heartbeat.js';
+import { createMetrics } from './metrics/metrics.js';
+import { remoteIp } from './transport/http-util.js';
+import { Admission, DRAINING, isWebSocketHandshake, pickProtocol, type Refusal, type Reservation } from './transport/admission.js';
+import { TickWriter } from './transport/writer.js';
+import { fastPaths, inflateStats, type FastPaths } from './transport/ws-internals.js';
+import { createHttpHandler } from './http/routes.js';
+import { AuthError, createAuthenticator, extractToken, type Authenticator, type Identity } from './auth/jwt.js';
+import { Credentials, permissionsFor } from './auth/credentials.js';
+import { runtimeInfo, type RuntimeInfo } from './info.js';
+
+/** Identity attached to a connection at upgrade (from a JWT or the `authenticate` hook). */
+export type Authenticate = (req: IncomingMessage) => Identity | null | Promise<Identity | null>;
+
+export interface RuntimeOptions {
+  config: GatewayConfig;
+  broker?: Broker;
+  hooks?: Hooks;
+  logger?: Logger;
+}
+
+export class Runtime {
+  readonly config: GatewayConfig;
+  readonly stats: Stats = newStats();
+  readonly log: Logger;
+  readonly hub: Hub;
+  readonly hooks: Hooks;
+  readonly handlers = new Map<string, MethodHandler>();
+  readonly topicLimits: TopicLimits;
+  readonly info: RuntimeInfo & { fastPaths: FastPaths };
+  readonly fastPaths: FastPaths;
+  readonly metrics: Registry | null;
+  readonly admission: Admission;
+  readonly writer: TickWriter;
+  readonly requests: RequestTimer;
+  readonly credentials: Credentials<Session>;
+  readonly dispatcher: Dispatcher;
+  /** Open sessions. */
+  readonly sessions = new Set<Session>();
+  authenticate: Authenticate | null = null;
+  private drainingFlag = false;
+  private nextId = 1;
+  private readonly wss: WebSocketServer;
+  private readonly heartbeat: Heartbeat<Session>;
+  private readonly authenticator: Authenticator | null;
+  private readonly sessionContext: SessionContext;
+  private server: Server | null = null;
+  private housekeeping: ReturnType<typeof setInterval> | null = null;
+  private closePromise: Promise<void> | null = null;
+  private started: Promise<void> | null = null;
+  readonly httpHandler: ReturnType<typeof createHttpHandler>;
+
+  constructor(opts: RuntimeOptions) {
+    const c = (this.config = opts.config);
+    this.log = opts.logger ?? pino({ level: c.log.level, base: { name: 'wiregate' } });
+    this.hooks = { ...opts.hooks };
+    this.fastPaths = fastPaths();
+    this.topicLimits = Object.freeze({ maxLength: c.limits.maxTopicLength, maxLevels: c.limits.maxTopicLevels });
+    this.hub = new Hub(opts.broker ?? new MemoryBroker(), outboundPolicy(c));
+    this.authenticator = c.auth.enabled
+      ? createAuthenticator({
+          enabled: true,
+          secret: c.auth.secret || undefined,
+          publicKey: c.auth.publicKey || undefined,
+          jwksFile: c.auth.jwksFile || undefined,
+          issuer: c.auth.issuer || undefined,
+          audience: c.auth.audience || undefined,
+        })
+      : null;
+    this.admission = new Admission({
+      limits: c.limits,
+      allowedOrigins: c.allowedOrigins,
+      allowNoOrigin: (c as { allowNoOrigin?: boolean }).allowNoOrigin ?? false,
+      requireSubprotocol: c.requireSubprotocol,
+    });
+    this.writer = new TickWriter(c.compression);
+    this.requests = new RequestTimer(c.requestTimeout);
+    this.credentials = new Credentials<Session>(this.authenticator, (s) => this.sessions.has(s));
+    this.dispatcher = new Dispatcher({
+      stats: this.stats,
+      log: this.log,
+      hub: this.hub,
+      hooks: this.hooks,
+      handlers: this.handlers,
+      topicLimits: this.topicLimits,
+      maxDepth: DEFAULT_MAX_DEPTH,
+      maxSubscriptions: c.limits.maxSubscriptions,
+      maxPendingRequests: c.limits.maxPendingRequests,
+      requests: this.requests,
+      credentials: this.credentials,
+      draining: () => this.drainingFlag,
+    });
+    this.sessionContext = {
+      stats: this.stats,
+      log: this.log,
+      writer: this.writer,
+      budget: c.outbound.maxBufferedBytes,
+      compressMin: c.compression.threshold,
+      fastPaths: this.fastPaths,
+      dispatcher: this.dispatcher,
+      limits: c.limits,
+      clock: () => this.heartbeat.now,
+      closed: (s, code, reason) => this.closed(s, code, reason),
+    };
+    this.wss = new WebSocketServer({
+      noServer: true,
+      clientTracking: false,
+      maxPayload: c.maxPayload,
+      maxFragments: c.limits.maxFragments,
+      maxBufferedChunks: c.limits.maxBufferedChunks,
+      perMessageDeflate: c.compression.enabled
+        ? {
+            threshold: c.compression.threshold,
+            concurrencyLimit: c.compression.concurrencyLimit,
+            serverNoContextTakeover: c.compression.serverNoContextTakeover,
+            clientNoContextTakeover: c.compression.clientNoContextTakeover,
+            // ws refuses an offer asking for a smaller window than a configured number (400), so
+            // 15 (the protocol maximum) is left unset: clients may then ask for any window.
+            serverMaxWindowBits: c.compression.serverMaxWindowBits === 15 ? undefined : c.compression.serverMaxWindowBits,
+            clientMaxWindowBits: c.compression.clientMaxWindowBits,
+            zlibDeflateOptions: { level: c.compression.level, memLevel: c.compression.memLevel },
+            zlibInflateOptions: { chunkSize: 16 * 1024 },
+          }
+        : false,
+      handleProtocols: (protocols) => pickProtocol(protocols) ?? false,
+      skipUTF8Validation: true, // text frames are refused anyway (1003)
+    } as ConstructorParameters<typeof WebSocketServer>[0]);
+    this.heartbeat = new Heartbeat<Session>(this.sessions, {
+      interval: c.heartbeat.interval,
+      timeout: c.heartbeat.timeout,
+      ping: (s) => {
+        this.stats.heartbeatPings++;
+        if (s.ws.readyState === 1) s.ping();
+      },
+      dead: (s) => {
+        this.stats.heartbeatTerminations++;
+        this.log.debug({ connection: s.id, ip: s.ip }, 'heartbeat timeout, terminating');
+        s.terminate();
+      },
+    });
+    this.info = { ...runtimeInfo(c), fastPaths: this.fastPaths };
+    this.metrics = c.metrics.enabled
+      ? createMetrics(
+          this.stats,
+          {
+            connections: () => this.sessions.size,
+            patterns: () => this.hub.patternCount,
+            draining: () => this.drainingFlag,
+            deflated: () => this.writer.deflated,
+            syncInflates: () => inflateStats.sync,
+            upgradesRejected: () => this.admission.rejected,
+            fastPaths: this.fastPaths,
+          },
+          c.metrics.eventLoopResolution,
+        )
+      : null;
+    this.httpHandler = createHttpHandler(this);
+  }
+
+  get draining(): boolean {
+    return this.drainingFlag;
+  }
+
+  get connections(): number {
+    return this.sessions.size;
+  }
+
+  /** Server-side publish; resolves to the sequence number. */
+  async publish(topic: string, data: unknown): Promise<{ seq: number }> {
+    const err = topicError(topic, false, this.topicLimits);
+    if (err !== null) throw new TypeError(`invalid topic ${JSON.stringify(topic)}: ${err}`);
+    const seq = await this.hub.publish(topic, encodePayload(data), 0);
+    this.stats.publishes++;
+    return { seq };
+  }
+
+  /** Starts broker and timers; listen() and attach() call it. Rejects on unusable configuration. */
+  start(): Promise<void> {
+    return (this.started ??= (async () => {
+      await this.hub.start();
+      this.heartbeat.start();
+      this.housekeeping = setInterval(() => this.sweep(), 1000);
+      this.housekeeping.unref();
+      const fp = this.fastPaths;
+      if (!fp.directWrites || !fp.syncInflate || !fp.closeHook) this.log.warn({ fastPaths: fp }, `fast paths off: ${fp.reason}`);
+    })());
+  }
+
+  async listen(port: number, host: string): Promise<AddressInfo> {
+    await this.start();
+    if (this.server) throw new Error('gateway is already listening');
+    const c = this.config;
+    const server = createServer({
+      headersTimeout: c.limits.handshakeTimeout,
+      requestTimeout: Math.max(c.limits.handshakeTimeout, 30_000),
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(c.limits.handshakeTimeout / 4))),
+    } as Parameters<typeof createServer>[0]);
+    server.on('request', this.httpHandler);
+    this.attach(server);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.server = server;
+    const addr = server.address() as AddressInfo;
+    this.log.info({ address: addr.address, port: addr.port, path: c.path, ...this.info }, 'wiregate listening');
+    return addr;
+  }
+
+  get httpServer(): Server | null {
+    return this.server;
+  }
+
+  attach(server: Server): void {
+    this.start().catch((err) => {
+      // an embedding host cannot await attach(): report and refuse upgrades instead of crashing it
+      this.log.error({ err }, 'gateway failed to start; WebSocket upgrades are refused');
+    });
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      const path = pathOf(req.url);
+      if (path !== this.config.path) {
+        if (server.listenerCount('upgrade') === 1) {
+          this.admission.refuse(socket, { status: 404, reason: 'not_found', body: { error: 'NOT_FOUND', message: `WebSocket endpoint is ${this.config.path}` } });
+        }
+        return;
+      }
+      this.handleUpgrade(req, socket, head);
+    });
+  }
+
+  close(drainTimeout: number): Promise<void> {
+    return (this.closePromise ??= this.doClose(drainTimeout));
+  }
+
+  private async doClose(drainTimeout: number): Promise<void> {
+    this.drainingFlag = true;
+    this.log.info({ connections: this.sessions.size, drainTimeout }, 'draining');
+    this.heartbeat.stop();
+    if (this.housekeeping) clearInterval(this.housekeeping);
+    // The listener stays open while draining so that load balancers see /readyz = 503 and new
+    // upgrades get an explicit 503 instead of a refused connection.
+    const all = [...this.sessions];
+    const gone = Promise.all(all.map((s) => new Promise<void>((r) => (s.ws.readyState === 3 ? r() : s.ws.once('close', () => r())))));
+    for (const s of all) s.close(CloseCode.GOING_AWAY, 'server shutting down');
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const drained = await Promise.race([gone.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), drainTimeout)))]);
+    clearTimeout(timer);
+    if (!drained) {
+      this.log.warn({ remaining: this.sessions.size }, 'drain timeout, terminating remaining connections');
+      for (const s of this.sessions) s.terminate();
+      await gone;
+    }
+    this.requests.clear();
+    if (this.server) {
+      this.server.closeAllConnections();
+      await new Promise<void>((r) => this.server!.close(() => r()));
+    }
+    this.wss.close();
+    await this.hub.close();
+    this.log.info('closed');
+  }
+
+  // ---- upgrade -----------------------------------------------------------------------------------
+
+  /** Runs the upgrade policy (limits, origin, subprotocol, auth) and completes the handshake. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', swallow);
+    const adm = this.admission;
+    if (!isWebSocketHandshake(req)) {
+      // not a handshake ws accepts: ws answers it (400/405) and nothing is reserved
+      this.wss.handleUpgrade(req, socket, head, () => undefined);
+      return;
+    }
+    if (this.drainingFlag) return adm.refuse(socket, DRAINING);
+    const ip = remoteIp(req, this.config.trustProxy);
+    const refused = adm.check(req, ip);
+    if (refused !== null) return adm.refuse(socket, refused);
+    const protocol = adm.subprotocol(req);
+    if (typeof protocol !== 'string') return adm.refuse(socket, protocol);
+
+    // Reserve the slot now so concurrent handshakes cannot overshoot the limits during async auth.
+    const slot = adm.reserve(ip, socket);
+    let identity: Identity | null | Promise<Identity | null>;
+    try {
+      identity = this.identify(req);
+    } catch (err) {
+      slot.release();
+      return this.refuseAuth(socket, err);
+    }
+    if (identity !== null && typeof (identity as Promise<Identity | null>).then === 'function') {
+      (identity as Promise<Identity | null>).then(
+        (id) => this.proceed(req, socket, head, slot, ip, protocol, id),
+        (err) => {
+          slot.release();
+          this.refuseAuth(socket, err);
+        },
+      );
+    } else this.proceed(req, socket, head, slot, ip, protocol, identity as Identity | null);
+  }
+
+  private proceed(req: IncomingMessage, socket: Duplex, head: Buffer, slot: Reservation, ip: string, protocol: string, id: Identity | null): void {
+    if (slot.released || socket.destroyed) return slot.release();
+    const adm = this.admission;
+    if (this.drainingFlag) {
+      slot.release();
+      return adm.refuse(socket, DRAINING);
+    }
+    if (id !== null) {
+      const refused: Refusal | null = slot.claimUser(id.userId);
+      if (refused !== null) {
+        slot.release();
+        return adm.refuse(socket, refused);
+      }
+    }
+    // ws may still abort (e.g. an unacceptable extension offer, a socket that is no longer
+    // writable): then the callback never runs and the socket's 'close' releases the slot.
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      socket.removeListener('error', swallow); // ws handles socket errors from here on
+      slot.accept();
+      this.accept(ws, req, ip, protocol, id);
+    });
+  }
+
+  private identify(req: IncomingMessage): Identity | null | Promise<Identity | null> {
+    if (this.authenticator) {
+      const token = extractToken(req);
+      if (token === null) throw new AuthError('TOKEN_MISSING', 'no token: use Authorization: Bearer, ?token= or a bearer.<token> subprotocol');
+      return this.authenticator.verify(token);
+    }
+    if (this.authenticate) {
+      const r = this.authenticate(req);
+      const check = (id: Identity | null) => {
+        if (id === null) throw new AuthError('TOKEN_MISSING', 'authentication failed');
+        return id;
+      };
+      return r !== null && typeof (r as Promise<Identity | null>).then === 'function' ? (r as Promise<Identity | null>).then(check) : check(r as Identity | null);
+    }
+    return null;
+  }
+
+  private refuseAuth(socket: Duplex, err: unknown): void {
+    if (err instanceof AuthError) {
+      this.log.debug({ code: err.code }, 'upgrade refused: authentication');
+      return this.admission.refuse(socket, { status: 401, reason: 'auth', body: { error: err.code, message: err.message }, headers: { 'WWW-Authenticate': 'Bearer' } });
+    }
+    this.log.error({ err }, 'authentication failed unexpectedly');
+    this.admission.refuse(socket, { status: 500, reason: 'auth_error', body: { error: 'INTERNAL', message: 'authentication failed' } });
+  }
+
+  private accept(ws: WebSocket, req: IncomingMessage, ip: string, protocol: string, id: Identity | null): void {
+    const authOn = this.authenticator !== null || this.authenticate !== null;
+    const session = new Session(this.nextId++, ws, this.sessionContext, {
+      ip,
+      url: req.url ?? '/',
+      headers: req.headers,
+      protocol,
+      batch: protocol === SUBPROTOCOL_BATCH,
+      identity: id,
+      permissions: permissionsFor(id, authOn),
+    });
+    this.sessions.add(session);
+    this.credentials.track(session);
+    this.stats.connectionsOpened++;
+    if (this.hooks.onConnection) {
+      try {
+        this.hooks.onConnection(session);
+      } catch (err) {
+        this.log.error({ err }, 'onConnection hook threw; closing connection');
+        session.close(CloseCode.INTERNAL_ERROR, 'internal error');
+      }
+    }
+    session.retainHeaders(this.config.retainHeaders);
+  }
+
+  private closed(s: Session, code: number, reason: string): void {
+    if (!this.sessions.delete(s)) return;
+    this.stats.connectionsClosed++;
+    const subs = s.takeSubscriptions();
+    if (subs !== null) {
+      for (const pattern of subs) {
+        const r = this.hub.unsubscribe(s, pattern);
+        if (r !== undefined) r.catch(() => {});
+      }
+      this.stats.subscriptions -= subs.size;
+    }
+    this.credentials.forget(s);
+    this.admission.closed(s.ip, s.userId);
+    if (this.hooks.onClose) {
+      try {
+        this.hooks.onClose(s, code, reason);
+      } catch (err) {
+        this.log.error({ err }, 'onClose hook threw');
+      }
+    }
+  }
+
+  /** Once a second: expired tokens (only the sessions that are due), idle handshake buckets. */
+  private sweep(): void {
+    this.credentials.sweep();
+    this.admission.prune();
+  }
+}
+
+function swallow(): void {}
+
+function pathOf(url: string | undefined): string {
+  if (!url) return '/';
+  const q = url.indexOf('?');
+  return q === -1 ? url : url.slice(0, q);
+}
+
+/** Whether deliveries on a topic may be dropped for slow consumers (per-topic overrides first). */
+function outboundPolicy(c: GatewayConfig): (topic: string) => boolean {
+  const rules = c.outbound.topicPolicies.map((e) => {
+    const eq = e.lastIndexOf('=');
+    return { pattern: e.slice(0, eq), drop: e.slice(eq + 1) === 'drop' };
+  });
+  const fallback = c.outbound.policy === 'drop';
+  if (rules.length === 0) return () => fallback;
+  return (topic) => {
+    for (const r of rules) if (topicMatches(r.pattern, topic)) return r.drop;
+    return fallback;
+  };
+}
