@@ -7,21 +7,36 @@ import { readFileSync } from 'node:fs';
 import { CloseCode, ErrorCode, shouldReconnect } from '../src/protocol/codes.js';
 import { startGateway } from './helpers.js';
 
-test('examples/raw-client.mjs (ws + msgpackr only) subscribes with a wildcard, publishes and calls a method', async () => {
+function runExample(port: number): Promise<string> {
+  return new Promise<string>((resolve, reject) =>
+    execFile(process.execPath, ['examples/raw-client.mjs', String(port)], { timeout: 10_000 }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stdout}\n${stderr}`)) : resolve(stdout))),
+  );
+}
+
+// The gateway `npm start` runs: embedded defaults, no methods registered (startGateway only adds
+// port 0, 127.0.0.1 and a silent log).
+test('examples/raw-client.mjs (ws + msgpackr only) against a default-config gateway: subscribe, publish, and the documented ERROR 106 for its REQUEST', async (t) => {
   const s = await startGateway();
+  t.after(() => s.gw.close());
+  const out = await runExample(s.port);
+  assert.match(out, /subscribed to sensors\/#/);
+  assert.match(out, /published, seq 1/);
+  assert.match(out, /received sensors\/42\/temp seq 1 payload \{"v":21\.5\}/);
+  assert.match(out, /request answered with ERROR 106 UNKNOWN_METHOD: unknown method echo/);
+  assert.match(out, /gw\.handle\('echo'/);
+  assert.doesNotMatch(out, /echo replied/);
+  assert.match(out, /^OK$/m);
+});
+
+test('examples/raw-client.mjs gets the RESULT from a gateway that registered echo (README "Embed it")', async (t) => {
+  const s = await startGateway();
+  t.after(() => s.gw.close());
   s.gw.handle('echo', (_ctx, p) => p);
-  try {
-    const out = await new Promise<string>((resolve, reject) =>
-      execFile(process.execPath, ['examples/raw-client.mjs', String(s.port)], { timeout: 10_000 }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stdout}\n${stderr}`)) : resolve(stdout))),
-    );
-    assert.match(out, /subscribed to sensors\/#/);
-    assert.match(out, /published, seq 1/);
-    assert.match(out, /received sensors\/42\/temp seq 1 payload \{"v":21\.5\}/);
-    assert.match(out, /echo replied "hi"/);
-    assert.match(out, /^OK$/m);
-  } finally {
-    await s.gw.close();
-  }
+  const out = await runExample(s.port);
+  assert.match(out, /received sensors\/42\/temp seq 1 payload \{"v":21\.5\}/);
+  assert.match(out, /echo replied "hi"/);
+  assert.doesNotMatch(out, /ERROR 106/);
+  assert.match(out, /^OK$/m);
 });
 
 function table(doc: string, heading: string): string[][] {
