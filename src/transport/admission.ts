@@ -67,7 +67,10 @@ export class Admission {
   /** Accepted connections still open. */
   private open = 0;
 
-  constructor(private readonly policy: AdmissionPolicy) {}
+  constructor(
+    private readonly policy: AdmissionPolicy,
+    private readonly maxBuckets = MAX_HANDSHAKE_BUCKETS,
+  ) {}
 
   /** What is held right now (for tests and /info): every number returns to 0 when nothing is connected. */
   get holding(): { reserved: number; open: number; ips: number; users: number } {
@@ -167,11 +170,11 @@ export class Admission {
   private takeHandshake(ip: string): number {
     let b = this.buckets.get(ip);
     if (b === undefined) {
-      if (this.buckets.size >= MAX_HANDSHAKE_BUCKETS) {
+      if (this.buckets.size >= this.maxBuckets) {
         this.prune();
         // still full: evict the oldest entries (Map order is insertion order)
         for (const k of this.buckets.keys()) {
-          if (this.buckets.size < MAX_HANDSHAKE_BUCKETS) break;
+          if (this.buckets.size < this.maxBuckets) break;
           this.buckets.delete(k);
         }
       }
