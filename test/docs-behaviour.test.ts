@@ -1,6 +1,6 @@
 // Behaviour docs/protocol.md promises a client author, checked on live gateways: the HTTP publish
 // API (section 9) status by status, 403 without Origin under allowedOrigins and 431 for oversized
-// headers (section 1), a bearer.<jwt> subprotocol offered alone (section 1), and what each message
+// headers (section 1), a bearer.<jwt> subprotocol offered alone (section 1: 426), and what each message
 // type does with id 0 (section 3, "id 0").
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -133,8 +133,9 @@ test('HTTP publish: 405, 401, 415, 413, 400 in the documented order, with their 
     assert.deepEqual(err(a), [405, 'METHOD_NOT_ALLOWED'], method);
     assert.equal(a.headers.allow, 'POST');
   }
-  // 401: missing, wrong, or another spelling of the scheme; before 415
-  const unauthorized: Array<Record<string, string>> = [{}, bearer('wrong'), { 'x-api-key': 'wrong' }, { authorization: `bearer ${KEY}` }, { authorization: KEY }];
+  // 401: missing or wrong; before 415 (the scheme's case does not matter: RFC 9110)
+  const unauthorized: Array<Record<string, string>> = [{}, bearer('wrong'), { 'x-api-key': 'wrong' }, { authorization: `bearer wrong` }, { authorization: KEY }];
+  assert.equal((await post({ authorization: `bEaReR ${KEY}`, 'content-type': 'application/json' }, '{"topic": "a/b", "payload": 1}')).status, 200);
   for (const headers of unauthorized) {
     const a = await post({ ...headers, 'content-type': 'text/plain' }, 'x');
     assert.deepEqual(a.json, { error: 'UNAUTHORIZED', message: 'missing or wrong API key' }, JSON.stringify(headers));
@@ -209,6 +210,9 @@ test('HTTP publish: 503 UNAVAILABLE with Retry-After: 1 while the gateway drains
   const a = await http(s.http, 'POST', '/v1/publish', { ...bearer(), ...JSON_TYPE }, '{"topic": "a/b", "payload": 1}');
   assert.deepEqual([a.status, a.json], [503, { error: 'UNAVAILABLE', message: 'server shutting down' }]);
   assert.equal(a.headers['retry-after'], '1');
+  // draining is checked first: an invalid, unauthenticated request also gets 503, not 401/400
+  const b = await http(s.http, 'POST', '/v1/publish', { ...JSON_TYPE }, 'not json');
+  assert.equal(b.status, 503);
 });
 
 test('HTTP publish: 500 INTERNAL when the broker fails', async (t) => {
@@ -280,26 +284,15 @@ function clientFrame(payload: Buffer): Buffer {
   return Buffer.concat([Buffer.from([0x82, 0x80 | payload.length]), mask, Buffer.from(payload.map((b, i) => b ^ mask[i % 4]))]);
 }
 
-test('bearer.<jwt> offered alone: 101 without Sec-WebSocket-Protocol, then wiregate.v1; ws (like browsers) refuses such an answer', async (t) => {
+test('bearer.<jwt> offered alone: 426 SUBPROTOCOL_REQUIRED (no client could use a 101 without a subprotocol); with wiregate.v1 it works', async (t) => {
   const SECRET = 'a-very-long-test-secret-of-32-bytes!!';
   const s = await started(t, { auth: { enabled: true, secret: SECRET } });
   const jwt = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('user-1').setExpirationTime('1h').sign(new TextEncoder().encode(SECRET));
 
   const up = await rawUpgrade(s.port, { 'sec-websocket-protocol': `bearer.${jwt}` });
   t.after(() => up.socket.destroy());
-  assert.equal(up.status, 101, 'the token authenticates and the upgrade is accepted');
-  assert.equal(up.headers['sec-websocket-protocol'], undefined, 'no subprotocol selected');
-  // PING [5, 7] -> PONG [20, 7], one message per frame (wiregate.v1)
-  up.socket.write(clientFrame(Buffer.from('920507', 'hex')));
-  let got = up.rest;
-  up.socket.resume();
-  while (got.length < 5) got = Buffer.concat([got, ((await once(up.socket, 'data')) as [Buffer])[0]]);
-  assert.equal(got.toString('hex'), '8203' + '921407');
-
-  // the ws library fails the handshake it offered subprotocols for when none is selected
-  const ws = new WebSocket(s.url, [`bearer.${jwt}`]);
-  const [err] = (await once(ws, 'error')) as [Error];
-  assert.match(err.message, /Server sent no subprotocol/);
+  assert.equal(up.status, 426);
+  assert.equal(up.headers['sec-websocket-protocol'], 'wiregate.v1', 'the answer names the subprotocol to offer');
   // offered together with wiregate.v1 it works
   const c = await client(t, s.url, ['wiregate.v1', `bearer.${jwt}`]);
   assert.equal(c.ws.protocol, 'wiregate.v1');

@@ -18,7 +18,7 @@ export function createHttpHandler(gw: Runtime): (req: IncomingMessage, res: Serv
     if (keyDigest === null) return false;
     const auth = req.headers.authorization;
     let key: string | undefined;
-    if (auth && auth.startsWith('Bearer ')) key = auth.slice(7).trim();
+    if (auth && /^bearer /i.test(auth)) key = auth.slice(7).trim(); // the scheme is case-insensitive (RFC 9110)
     else {
       const h = req.headers['x-api-key'];
       key = Array.isArray(h) ? h[0] : h;
@@ -27,6 +27,7 @@ export function createHttpHandler(gw: Runtime): (req: IncomingMessage, res: Serv
   };
 
   const publish = async (req: IncomingMessage, res: ServerResponse) => {
+    if (gw.draining) return sendJson(res, 503, { error: 'UNAVAILABLE', message: 'server shutting down' }, { 'Retry-After': 1 });
     if (!authorized(req)) return sendJson(res, 401, { error: 'UNAUTHORIZED', message: 'missing or wrong API key' }, { 'WWW-Authenticate': 'Bearer' });
     const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
     const isMsgpack = type === 'application/msgpack' || type === 'application/x-msgpack' || type === 'application/vnd.msgpack';
@@ -48,7 +49,6 @@ export function createHttpHandler(gw: Runtime): (req: IncomingMessage, res: Serv
     const terr = topicError(topic, false, gw.topicLimits);
     if (terr !== null) return sendJson(res, 400, { error: 'INVALID_TOPIC', message: terr });
     if (payload === undefined) return sendJson(res, 400, { error: 'BAD_REQUEST', message: 'payload is required' });
-    if (gw.draining) return sendJson(res, 503, { error: 'UNAVAILABLE', message: 'server shutting down' }, { 'Retry-After': 1 });
     const { seq } = await gw.publish(topic as string, payload);
     gw.stats.httpPublishes++;
     sendJson(res, 200, { seq });

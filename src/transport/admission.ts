@@ -92,8 +92,10 @@ export class Admission {
     const offered = parseProtocols(req.headers['sec-websocket-protocol']);
     const protocol = pickProtocol(offered);
     if (protocol !== null) return protocol;
-    // only `bearer.<jwt>` entries (a browser's way to send a token) or nothing: wiregate.v1
-    if (!this.policy.requireSubprotocol && [...offered].every((p) => p.startsWith('bearer.'))) return SUBPROTOCOL;
+    // Nothing offered: wiregate.v1 unless it is required. Something offered but not ours (a lone
+    // `bearer.<jwt>` included): RFC 6455 clients fail a 101 that selects none of their offers, so
+    // a clear 426 serves them better than a connection they would drop.
+    if (offered.size === 0 && !this.policy.requireSubprotocol) return SUBPROTOCOL;
     return { status: 426, reason: 'subprotocol', body: { error: 'SUBPROTOCOL_REQUIRED', message: `offer Sec-WebSocket-Protocol: ${SUBPROTOCOL}` }, headers: { 'Sec-WebSocket-Protocol': SUBPROTOCOL } };
   }
 
