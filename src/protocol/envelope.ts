@@ -3,7 +3,10 @@
 // to subscribers without decoding and re-encoding its payload. Anything unusual (other types,
 // non-ASCII names, several messages in one frame, malformed bytes) returns false, and the caller
 // takes the general path (decodeFrame + validateClientMessage), which produces the documented
-// errors. Platform-neutral.
+// errors. A PUBLISH payload is relayed without ever being decoded, so valueEnd() is its only
+// check: it refuses, as the general path does, every extension other than a well-formed
+// timestamp (see scan.ts), and such a frame falls through to the general path, which closes with
+// 1007. Platform-neutral.
 import { MsgType, MAX_ID } from './messages.js';
 import { valueEnd, DEFAULT_MAX_DEPTH } from './scan.js';
 

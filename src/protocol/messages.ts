@@ -87,6 +87,7 @@ const SCAN_ERRORS: Record<number, string> = {
   [-1]: 'truncated msgpack or a declared length beyond the frame',
   [-2]: 'msgpack nested too deeply',
   [-3]: 'invalid msgpack byte',
+  [-4]: 'msgpack extension other than a well-formed timestamp',
 };
 
 /** Thrown by decodeFrame for bytes that are not well-formed msgpack. */
@@ -97,8 +98,8 @@ export class MalformedFrameError extends Error {
 /**
  * Decodes every msgpack value in a frame. Throws MalformedFrameError when the bytes are not
  * well-formed msgpack (truncated value, impossible declared length, nesting deeper than
- * `maxDepth`, reserved byte, unknown extension type). The structure is checked before anything is
- * allocated, see scan.ts.
+ * `maxDepth`, reserved byte, an extension type other than the timestamp, a malformed timestamp).
+ * The structure is checked before anything is allocated, see scan.ts.
  */
 export function decodeFrame(bytes: Uint8Array, maxDepth = DEFAULT_MAX_DEPTH): unknown[] {
   const count = bytes.length === 0 ? -1 : scanMsgpack(bytes, maxDepth);
@@ -142,6 +143,8 @@ export function validateClientMessage(m: unknown, topicLimits: TopicLimits, maxM
       if (m.length < 3 || m.length > 4 || (type === MsgType.UNSUBSCRIBE && m.length !== 3)) return bad(id, 'wrong number of fields');
       if (!isId(m[1])) return bad(0, 'id must be an unsigned 32-bit integer');
       if (m.length === 4 && !isPlainObject(m[3])) return bad(id, 'options must be a map');
+      // a field of the wrong type is BAD_REQUEST; INVALID_TOPIC is for a string that breaks the rules
+      if (typeof m[2] !== 'string') return bad(id, 'pattern must be a string');
       const err = topicError(m[2], true, topicLimits);
       return err === null ? null : { id, code: ErrorCode.INVALID_TOPIC, message: err };
     }
@@ -149,6 +152,7 @@ export function validateClientMessage(m: unknown, topicLimits: TopicLimits, maxM
       if (m.length < 4 || m.length > 5) return bad(id, 'wrong number of fields');
       if (!isId(m[1])) return bad(0, 'id must be an unsigned 32-bit integer');
       if (m.length === 5 && m[4] !== null && !isPlainObject(m[4])) return bad(id, 'options must be a map or nil');
+      if (typeof m[2] !== 'string') return bad(id, 'topic must be a string');
       const err = topicError(m[2], false, topicLimits);
       return err === null ? null : { id, code: ErrorCode.INVALID_TOPIC, message: err };
     }

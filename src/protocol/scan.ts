@@ -5,12 +5,19 @@
 // never-used byte 0xc1 is rejected. A tiny frame declaring a 4-billion-element array or a
 // 60k-deep nest is refused here in O(frame length), so the decoder behind it never
 // over-allocates or recurses deeply.
+//
+// The only extension type the protocol allows is the msgpack timestamp (-1) in its three standard
+// forms; any other extension type (including msgpackr's private ones: undefined, Set, Error, RegExp,
+// records...) and any malformed timestamp is rejected here. The PUBLISH fast path relays payloads
+// without decoding them, so this scan is the only check such a payload gets: an extension a
+// subscriber could not decode must be refused here, not by the decoder.
 
 export const DEFAULT_MAX_DEPTH = 32;
 
 /**
  * Returns the number of complete top-level values in `b`, or a negative number when the bytes are
- * malformed: -1 truncated / bad length, -2 too deep, -3 invalid byte (0xc1).
+ * malformed: -1 truncated / bad length, -2 too deep, -3 invalid byte (0xc1), -4 an extension other
+ * than a well-formed timestamp.
  */
 export function scanMsgpack(b: Uint8Array, maxDepth = DEFAULT_MAX_DEPTH): number {
   const end = walk(b, 0, b.length, maxDepth, Infinity);
@@ -51,11 +58,19 @@ function walk(b: Uint8Array, start: number, n: number, maxDepth: number, limit: 
         case 0xcd: case 0xd1: skip = 2; break;
         case 0xca: case 0xce: case 0xd2: skip = 4; break;
         case 0xcb: case 0xcf: case 0xd3: skip = 8; break;
-        case 0xd4: skip = 2; break; // fixext 1: type + 1
-        case 0xd5: skip = 3; break;
-        case 0xd6: skip = 5; break;
-        case 0xd7: skip = 9; break;
-        case 0xd8: skip = 17; break;
+        // Extensions: only the timestamp (type -1 = 0xff) as fixext 4, fixext 8 or ext 8 of length 12.
+        case 0xd4: case 0xd5: case 0xd8: // fixext 1, 2, 16: no allowed extension has these sizes
+          return p < n ? -4 : -1;
+        case 0xd6: // fixext 4: timestamp 32 (uint32 seconds)
+          if (p < n && b[p] !== 0xff) return -4;
+          skip = 5;
+          break;
+        case 0xd7: // fixext 8: timestamp 64 (30-bit nanoseconds, 34-bit seconds)
+          if (p < n && b[p] !== 0xff) return -4;
+          if (p + 9 > n) return -1;
+          if (((b[p + 1] << 22) | (b[p + 2] << 14) | (b[p + 3] << 6) | (b[p + 4] >>> 2)) >= 1e9) return -4;
+          skip = 9;
+          break;
         case 0xc4: case 0xd9: // bin8 / str8
           if (p + 1 > n) return -1;
           skip = b[p++];
@@ -70,20 +85,17 @@ function walk(b: Uint8Array, start: number, n: number, maxDepth: number, limit: 
           skip = ((b[p] << 24) >>> 0) + ((b[p + 1] << 16) | (b[p + 2] << 8) | b[p + 3]);
           p += 4;
           break;
-        case 0xc7: // ext8
-          if (p + 1 > n) return -1;
-          skip = b[p++] + 1;
-          break;
-        case 0xc8: // ext16
+        case 0xc7: // ext 8: only timestamp 96 (uint32 nanoseconds, int64 seconds)
           if (p + 2 > n) return -1;
-          skip = ((b[p] << 8) | b[p + 1]) + 1;
-          p += 2;
+          if (b[p] !== 12 || b[p + 1] !== 0xff) return -4;
+          if (p + 14 > n) return -1;
+          if (((b[p + 2] << 24) >>> 0) + ((b[p + 3] << 16) | (b[p + 4] << 8) | b[p + 5]) >= 1e9) return -4;
+          skip = 14;
           break;
-        case 0xc9: // ext32
-          if (p + 4 > n) return -1;
-          skip = ((b[p] << 24) >>> 0) + ((b[p + 1] << 16) | (b[p + 2] << 8) | b[p + 3]) + 1;
-          p += 4;
-          break;
+        case 0xc8: // ext 16: no allowed extension uses it
+          return p + 3 <= n ? -4 : -1;
+        case 0xc9: // ext 32: no allowed extension uses it
+          return p + 5 <= n ? -4 : -1;
         case 0xdc: // array16
           if (p + 2 > n) return -1;
           children = (b[p] << 8) | b[p + 1];
