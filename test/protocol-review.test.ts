@@ -49,6 +49,12 @@ const BAD_PAYLOADS: Array<[string, string]> = [
   // 96-bit: 32-bit nanoseconds then 64-bit signed seconds
   ['timestamp 96 with nanoseconds = 1e9', 'c7 0c ff 3b9aca00 0000000000000001'],
   ['timestamp 96 with nanoseconds = 2^32 - 1', 'c7 0c ff ffffffff ffffffffffffffff'],
+  // map keys a map-to-object decoder cannot use (msgpackr mapsAsObjects throws): refused on every path
+  ['an array as a map key', '81 90 01'],
+  ['a map as a map key', '81 80 01'],
+  ['a bin as a map key', '81 c4 01 61 01'],
+  ['a timestamp as a map key', '81 d6 ff 00000001 01'],
+  ['an array key in a nested map, second entry', '91 82 a1 61 01 92 01 02 03'],
 ];
 
 /** Valid msgpack timestamps (extension -1): accepted and relayed byte for byte. */
@@ -85,6 +91,14 @@ describe('structural scan: extension types', () => {
       assert.deepEqual(decodeFrame(cat(b, bytes('92 05 01'))).length, 2);
     });
   }
+
+  test('scalar map keys (string, integer, float, bool, nil) and container values are accepted', () => {
+    for (const h of ['81 a1 61 90', '82 01 80 ff 91 01', '83 c0 01 c3 02 cb 3ff0000000000000 03', '81 a1 6b 81 a1 6a 92 80 90', '92 81 01 02 81 02 03']) {
+      const b = bytes(h);
+      assert.equal(scanMsgpack(b), 1, h);
+      assert.equal(decodeFrame(b).length, 1, h);
+    }
+  });
 
   test('a valid timestamp decodes to the date it encodes', () => {
     assert.deepEqual(decodeFrame(bytes('d6 ff 00000001')), [new Date(1000)]);

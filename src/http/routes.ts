@@ -1,8 +1,7 @@
 // Plain HTTP routes: health, readiness, Prometheus metrics, runtime info and the publish API.
 import { timingSafeEqual, createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { decode } from '../protocol/messages.js';
-import { SUBPROTOCOL } from '../protocol/messages.js';
+import { SUBPROTOCOL, decodeFrame } from '../protocol/messages.js';
 import { topicError } from '../protocol/topic.js';
 import { readBody, sendJson } from '../transport/http-util.js';
 import type { Runtime } from '../runtime.js';
@@ -38,7 +37,12 @@ export function createHttpHandler(gw: Runtime): (req: IncomingMessage, res: Serv
     if (body === null) return;
     let msg: unknown;
     try {
-      msg = isMsgpack ? decode(body) : JSON.parse(body.toString('utf8'));
+      if (isMsgpack) {
+        // the same structural checks as a WebSocket frame (declared lengths, depth, extensions), one value
+        const values = decodeFrame(body);
+        if (values.length !== 1) throw new Error('one msgpack value expected');
+        msg = values[0];
+      } else msg = JSON.parse(body.toString('utf8'));
     } catch {
       return sendJson(res, 400, { error: 'BAD_REQUEST', message: isMsgpack ? 'body is not valid msgpack' : 'body is not valid JSON' });
     }
@@ -46,6 +50,7 @@ export function createHttpHandler(gw: Runtime): (req: IncomingMessage, res: Serv
       return sendJson(res, 400, { error: 'BAD_REQUEST', message: 'body must be an object {topic, payload}' });
     }
     const { topic, payload } = msg as { topic?: unknown; payload?: unknown };
+    if (typeof topic !== 'string') return sendJson(res, 400, { error: 'BAD_REQUEST', message: 'topic must be a string' });
     const terr = topicError(topic, false, gw.topicLimits);
     if (terr !== null) return sendJson(res, 400, { error: 'INVALID_TOPIC', message: terr });
     if (payload === undefined) return sendJson(res, 400, { error: 'BAD_REQUEST', message: 'payload is required' });

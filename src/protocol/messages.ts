@@ -64,7 +64,9 @@ export interface ProtocolViolation {
 // One shared Unpackr/Packr each: reuse is what makes msgpackr fast. `useRecords: false` keeps the
 // wire standard msgpack (no msgpackr record extension), readable by any msgpack library.
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' } as ConstructorParameters<typeof Unpackr>[0]);
-const packr = new Packr({ useRecords: false, variableMapSize: true, int64AsType: 'number' } as ConstructorParameters<typeof Packr>[0]);
+// encodeUndefinedAsNil: msgpackr's default encoding of `undefined` is an extension (d4 00 00) that the
+// protocol refuses, so a handler result like {a: undefined} goes out as nil instead.
+const packr = new Packr({ useRecords: false, variableMapSize: true, int64AsType: 'number', encodeUndefinedAsNil: true } as ConstructorParameters<typeof Packr>[0]);
 
 /** Encodes one message (or any value) as standard msgpack. */
 export function encode(value: unknown): Uint8Array {
@@ -88,6 +90,7 @@ const SCAN_ERRORS: Record<number, string> = {
   [-2]: 'msgpack nested too deeply',
   [-3]: 'invalid msgpack byte',
   [-4]: 'msgpack extension other than a well-formed timestamp',
+  [-5]: 'msgpack map key that is not a string, number, bool or nil',
 };
 
 /** Thrown by decodeFrame for bytes that are not well-formed msgpack. */

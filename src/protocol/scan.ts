@@ -17,7 +17,7 @@ export const DEFAULT_MAX_DEPTH = 32;
 /**
  * Returns the number of complete top-level values in `b`, or a negative number when the bytes are
  * malformed: -1 truncated / bad length, -2 too deep, -3 invalid byte (0xc1), -4 an extension other
- * than a well-formed timestamp.
+ * than a well-formed timestamp, -5 a map key that is a bin, array, map or extension.
  */
 export function scanMsgpack(b: Uint8Array, maxDepth = DEFAULT_MAX_DEPTH): number {
   const end = walk(b, 0, b.length, maxDepth, Infinity);
@@ -37,14 +37,20 @@ let walked = 0;
 
 /** Walks values from `start` until `n` or until `limit` top-level values are complete. */
 function walk(b: Uint8Array, start: number, n: number, maxDepth: number, limit: number): number {
-  // remaining[d] = values still expected at depth d (depth 0 is unbounded top level)
+  // remaining[d] = values still expected at depth d (depth 0 is unbounded top level);
+  // inMap[d] = the container at depth d is a map (its even-numbered children are keys)
   const remaining: number[] = [];
+  const inMap: boolean[] = [];
   let depth = 0;
   let p = start;
   let values = 0;
   walked = 0;
   while (p < n && values < limit) {
     const t = b[p++];
+    // A map key must be a string, integer, float, bool or nil: the decoders that turn maps into
+    // objects (msgpackr's mapsAsObjects, JavaScript clients) cannot use a bin, array, map or
+    // extension as a key, so such a payload is refused whatever the framing.
+    if (depth > 0 && inMap[depth - 1] && (remaining[depth - 1] & 1) === 0 && ((t >= 0x80 && t <= 0x9f) || (t >= 0xc4 && t <= 0xc9) || (t >= 0xd4 && t <= 0xd8) || t >= 0xdc && t <= 0xdf)) return -5;
     let skip = 0; // bytes of body to skip
     let children = 0; // child values this value contains
     if (t <= 0x7f || t >= 0xe0 || (t >= 0xc0 && t <= 0xc3)) {
@@ -126,6 +132,7 @@ function walk(b: Uint8Array, start: number, n: number, maxDepth: number, limit: 
     if (children > 0) {
       if (children > n - p) return -1; // each child needs at least one byte
       if (depth >= maxDepth) return -2;
+      inMap[depth] = (t >= 0x80 && t <= 0x8f) || t === 0xde || t === 0xdf;
       remaining[depth++] = children;
       continue;
     }
