@@ -25,6 +25,7 @@ import { createMetrics } from './metrics/metrics.js';
 import { remoteIp } from './transport/http-util.js';
 import { Admission, DRAINING, isWebSocketHandshake, pickProtocol, type Refusal, type Reservation } from './transport/admission.js';
 import { TickWriter } from './transport/writer.js';
+import { normaliseDeflateOffer, perMessageDeflateOptions } from './transport/deflate-offer.js';
 import { fastPaths, inflateStats, type FastPaths } from './transport/ws-internals.js';
 import { createHttpHandler } from './http/routes.js';
 import { AuthError, createAuthenticator, extractToken, type Authenticator, type Identity } from './auth/jwt.js';
@@ -130,20 +131,7 @@ export class Runtime {
       maxPayload: c.maxPayload,
       maxFragments: c.limits.maxFragments,
       maxBufferedChunks: c.limits.maxBufferedChunks,
-      perMessageDeflate: c.compression.enabled
-        ? {
-            threshold: c.compression.threshold,
-            concurrencyLimit: c.compression.concurrencyLimit,
-            serverNoContextTakeover: c.compression.serverNoContextTakeover,
-            clientNoContextTakeover: c.compression.clientNoContextTakeover,
-            // ws refuses an offer asking for a smaller window than a configured number (400), so
-            // 15 (the protocol maximum) is left unset: clients may then ask for any window.
-            serverMaxWindowBits: c.compression.serverMaxWindowBits === 15 ? undefined : c.compression.serverMaxWindowBits,
-            clientMaxWindowBits: c.compression.clientMaxWindowBits,
-            zlibDeflateOptions: { level: c.compression.level, memLevel: c.compression.memLevel },
-            zlibInflateOptions: { chunkSize: 16 * 1024 },
-          }
-        : false,
+      perMessageDeflate: perMessageDeflateOptions(c.compression),
       handleProtocols: (protocols) => pickProtocol(protocols) ?? false,
       skipUTF8Validation: true, // text frames are refused anyway (1003)
     } as ConstructorParameters<typeof WebSocketServer>[0]);
@@ -339,6 +327,7 @@ export class Runtime {
     }
     // ws may still abort (e.g. an unacceptable extension offer, a socket that is no longer
     // writable): then the callback never runs and the socket's 'close' releases the slot.
+    normaliseDeflateOffer(req.headers, this.config.compression);
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       socket.removeListener('error', swallow); // ws handles socket errors from here on
       slot.accept();
