@@ -280,8 +280,12 @@ export class Runtime {
     socket.on('error', swallow);
     const adm = this.admission;
     if (!isWebSocketHandshake(req)) {
-      // not a handshake ws accepts: ws answers it (400/405) and nothing is reserved
-      this.wss.handleUpgrade(req, socket, head, () => undefined);
+      // Not a handshake ws accepts: ws answers it (400/405) and nothing is reserved. Should ws ever
+      // complete one (its rules changed), the connection passed no policy check: cut it at once.
+      this.wss.handleUpgrade(req, socket, head, (ws) => {
+        this.log.error('ws accepted an upgrade that wiregate took for malformed; terminated');
+        ws.terminate();
+      });
       return;
     }
     if (this.drainingFlag) return adm.refuse(socket, DRAINING);
@@ -325,8 +329,8 @@ export class Runtime {
         return adm.refuse(socket, refused);
       }
     }
-    // ws may still abort (e.g. an unacceptable extension offer, a socket that is no longer
-    // writable): then the callback never runs and the socket's 'close' releases the slot.
+    // ws may still abort (an unparseable header, a socket that is no longer writable): then the
+    // callback never runs and the socket's 'close' releases the slot.
     normaliseDeflateOffer(req.headers, this.config.compression);
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       socket.removeListener('error', swallow); // ws handles socket errors from here on

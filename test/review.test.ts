@@ -110,6 +110,15 @@ describe('1. connection slots are released on every handshake path', () => {
     await until(() => rt.admission.holding.open === 0 && rt.admission.holding.users === 0, 'closed connections release their slots');
   });
 
+  test('a version ws reads as 13 ("0x0d", "13.0") still goes through every check (auth: 401)', async (t) => {
+    const s = await up(t, { auth: { enabled: true, secret: 'version-test-secret-of-at-least-32-bytes' } });
+    for (const v of ['13', '0x0d', '13.0', ' 13', '8.0']) {
+      assert.equal(await rawUpgrade(s.port, { ...GOOD, 'Sec-WebSocket-Version': v }), 401, v);
+    }
+    assert.equal(await rawUpgrade(s.port, { ...GOOD, 'Sec-WebSocket-Version': '7' }), 400);
+    assert.equal(s.gw.connections, 0);
+  });
+
   test('the handshake-rate table has a hard size cap', () => {
     const adm = new Admission({ limits: { maxConnections: 10, maxConnectionsPerIp: 0, maxConnectionsPerUser: 0, handshakeRate: 1, handshakeBurst: 2 }, allowedOrigins: [], allowNoOrigin: false, requireSubprotocol: false }, 100);
     const req = { headers: {} } as import('node:http').IncomingMessage;

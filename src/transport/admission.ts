@@ -43,14 +43,15 @@ const KEY = /^[+/0-9A-Za-z]{22}==$/;
 
 /** Whether ws will treat `req` as a WebSocket handshake (the checks ws's handleUpgrade makes first). */
 export function isWebSocketHandshake(req: IncomingMessage): boolean {
-  const version = req.headers['sec-websocket-version'];
+  // exactly ws's tests (lib/websocket-server.js handleUpgrade): the version is compared as a number
+  const version = +(req.headers['sec-websocket-version'] as string);
   const key = req.headers['sec-websocket-key'];
   return (
     req.method === 'GET' &&
     req.headers.upgrade?.toLowerCase() === 'websocket' &&
     key !== undefined &&
     KEY.test(key) &&
-    (version === '13' || version === '8')
+    (version === 13 || version === 8)
   );
 }
 

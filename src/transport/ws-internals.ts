@@ -117,7 +117,9 @@ export function sharedDeflateWindowBits(ws: WebSocket): number {
   const params = ext?.params;
   if (!params || params.server_no_context_takeover !== true) return 0;
   const bits = params.server_max_window_bits;
-  return typeof bits === 'number' && bits >= 9 && bits <= 15 ? bits : 15;
+  if (bits === undefined || bits === true) return 15;
+  // a window wiregate's compressor cannot honour (8: zlib's raw deflate starts at 9): leave it to ws
+  return typeof bits === 'number' && bits >= 9 && bits <= 15 ? bits : 0;
 }
 
 // ---- inbound permessage-deflate, synchronously ------------------------------------------------
