@@ -6,7 +6,7 @@ import WebSocket from 'ws';
 import { Packr } from 'msgpackr';
 import { ReplyError, createGateway, CloseCode, ErrorCode } from '../src/index.js';
 import { decodeFrame, encode } from '../src/protocol/messages.js';
-import { connect, once, rejectedUpgrade, startGateway, type Started } from './helpers.js';
+import { FAST, cleanup, closeServer, connect, once, rejectedUpgrade, startGateway, type Started } from './helpers.js';
 import { internals } from '../src/gateway.js';
 
 describe('pub/sub', () => {
@@ -16,8 +16,8 @@ describe('pub/sub', () => {
   });
   after(() => s.gw.close());
 
-  test('exact and wildcard subscriptions across several clients', async () => {
-    const [a, b, c, pub] = await Promise.all([connect(s.url), connect(s.url), connect(s.url), connect(s.url)]);
+  test('exact and wildcard subscriptions across several clients', async (t) => {
+    const [a, b, c, pub] = await Promise.all([connect(t, s.url), connect(t, s.url), connect(t, s.url), connect(t, s.url)]);
     assert.deepEqual(await a.subscribe('sensors/42/temp'), [16, 1]);
     assert.deepEqual(await b.subscribe('sensors/+/temp'), [16, 1]);
     assert.deepEqual(await c.subscribe('sensors/#'), [16, 1]);
@@ -36,8 +36,8 @@ describe('pub/sub', () => {
     await Promise.all([a, b, c, pub].map((x) => x.close()));
   });
 
-  test('overlapping patterns deliver once; noEcho excludes the publisher; unsubscribe stops delivery', async () => {
-    const a = await connect(s.url);
+  test('overlapping patterns deliver once; noEcho excludes the publisher; unsubscribe stops delivery', async (t) => {
+    const a = await connect(t, s.url);
     await a.subscribe('game/+/state');
     await a.subscribe('game/#');
     await a.publish('game/1/state', 'x');
@@ -55,8 +55,8 @@ describe('pub/sub', () => {
     await a.close();
   });
 
-  test('server-side publish reaches subscribers, subscriptions are cleaned up on close', async () => {
-    const a = await connect(s.url);
+  test('server-side publish reaches subscribers, subscriptions are cleaned up on close', async (t) => {
+    const a = await connect(t, s.url);
     await a.subscribe('alerts/#');
     const { seq } = await s.gw.publish('alerts/fire', { level: 3 });
     assert.equal(seq, 1);
@@ -69,8 +69,8 @@ describe('pub/sub', () => {
     await assert.rejects(s.gw.publish('bad/+', 1), /invalid topic/);
   });
 
-  test('a frame may carry several messages', async () => {
-    const a = await connect(s.url);
+  test('a frame may carry several messages', async (t) => {
+    const a = await connect(t, s.url);
     a.send([1, 1, 'batch/t'], [3, 2, 'batch/t', 'one'], [3, 3, 'batch/t', 'two']);
     assert.deepEqual(await a.next((m) => m[0] === 16 && m[1] === 3), [16, 3, 2]);
     assert.deepEqual((await a.delivery())[3], 'one');
@@ -99,8 +99,8 @@ describe('request/response', () => {
   });
   after(() => s.gw.close());
 
-  test('sync and async handlers, context, errors and timeouts', async () => {
-    const c = await connect(s.url);
+  test('sync and async handlers, context, errors and timeouts', async (t) => {
+    const c = await connect(t, s.url);
     const bin = new Uint8Array([1, 2, 3]);
     const echo = await c.request('echo', { bin, n: [1, 2] });
     assert.equal(echo[0], 16);
@@ -112,17 +112,17 @@ describe('request/response', () => {
     assert.deepEqual(await c.request('fail'), [17, 4, 4040, 'no such thing']);
     assert.deepEqual(await c.request('crash'), [17, 5, ErrorCode.HANDLER_ERROR, 'handler failed']);
     assert.deepEqual(await c.request('nope'), [17, 6, ErrorCode.UNKNOWN_METHOD, 'unknown method nope']);
-    const t = await c.request('slow');
-    assert.equal(t[2], ErrorCode.TIMEOUT);
+    const timedOut = await c.request('slow');
+    assert.equal(timedOut[2], ErrorCode.TIMEOUT);
     // the connection is still fine afterwards
     assert.deepEqual((await c.request('echo', 'ok')).slice(2), ['ok']);
     await c.close();
   });
 
-  test('large binary results are written in pieces and arrive byte-exact, in order with small ones', async () => {
-    const big = await startGateway({ maxPayload: 256 * 1024 });
+  test('large binary results are written in pieces and arrive byte-exact, in order with small ones', async (t) => {
+    const big = await startGateway(t, { maxPayload: 256 * 1024 });
     big.gw.handle('echo', (_ctx, p) => p);
-    const c = await connect(big.url);
+    const c = await connect(t, big.url);
     // sizes around each msgpack bin header (8/16/32-bit) and WebSocket length form (7/16/64-bit)
     const sizes = [1023, 1024, 65535 - 20, 65536 - 20, 65536 + 5, 20_000, 0, 5];
     const bins = sizes.map((n, i) => Uint8Array.from({ length: n }, (_, k) => (k * 31 + i) & 0xff));
@@ -141,16 +141,16 @@ describe('request/response', () => {
     await big.gw.close();
   });
 
-  test('headers: all during onConnection, then only retainHeaders', async () => {
+  test('headers: all during onConnection, then only retainHeaders', async (t) => {
     for (const [retain, expected] of [
       [[], {}],
       [['X-Device', 'x-missing'], { 'x-device': 'd-42' }],
     ] as const) {
-      const g = await startGateway({ retainHeaders: [...retain] });
+      const g = await startGateway(t, { retainHeaders: [...retain] });
       const seen: Record<string, unknown>[] = [];
       g.gw.hook('onConnection', (conn) => void seen.push({ ...conn.headers }));
       g.gw.handle('headers', (ctx) => ({ ...ctx.connection.headers }));
-      const c = await connect(g.url, 'wiregate.v1', { headers: { 'X-Device': 'd-42', 'User-Agent': 'ua' } });
+      const c = await connect(t, g.url, 'wiregate.v1', { headers: { 'X-Device': 'd-42', 'User-Agent': 'ua' } });
       assert.deepEqual((await c.request('headers'))[2], expected);
       assert.equal(seen[0]['x-device'], 'd-42');
       assert.equal(seen[0]['user-agent'], 'ua');
@@ -172,19 +172,19 @@ describe('bad input keeps the gateway serving others', () => {
   });
   after(() => s.gw.close());
 
-  test('text frame -> 1003, malformed msgpack -> 1007, healthy client keeps receiving', async () => {
-    const healthy = await connect(s.url);
+  test('text frame -> 1003, malformed msgpack -> 1007, healthy client keeps receiving', async (t) => {
+    const healthy = await connect(t, s.url);
     await healthy.subscribe('h/t');
-    const text = await connect(s.url);
+    const text = await connect(t, s.url);
     text.ws.send('hello');
     assert.equal((await text.closed).code, CloseCode.UNSUPPORTED_DATA);
-    const bad = await connect(s.url);
+    const bad = await connect(t, s.url);
     bad.ws.send(Buffer.from([0x93, 0x01])); // array of 3 with one element
     assert.equal((await bad.closed).code, CloseCode.INVALID_PAYLOAD);
-    const deep = await connect(s.url);
+    const deep = await connect(t, s.url);
     deep.ws.send(Buffer.alloc(1000, 0x91));
     assert.equal((await deep.closed).code, CloseCode.INVALID_PAYLOAD);
-    const huge = await connect(s.url);
+    const huge = await connect(t, s.url);
     huge.ws.send(Buffer.from([0xdd, 0xff, 0xff, 0xff, 0xff, 0x01]));
     assert.equal((await huge.closed).code, CloseCode.INVALID_PAYLOAD);
     await s.gw.publish('h/t', 'still here');
@@ -192,8 +192,8 @@ describe('bad input keeps the gateway serving others', () => {
     await healthy.close();
   });
 
-  test('semantic errors get ERROR replies; too many close with 4500', async () => {
-    const c = await connect(s.url);
+  test('semantic errors get ERROR replies; too many close with 4500', async (t) => {
+    const c = await connect(t, s.url);
     c.send([99, 7]);
     assert.deepEqual(await c.next(), [17, 7, ErrorCode.UNKNOWN_TYPE, 'unknown message type 99']);
     c.send({ not: 'an array' });
@@ -203,17 +203,17 @@ describe('bad input keeps the gateway serving others', () => {
     assert.equal((await c.closed).code, CloseCode.BAD_PROTOCOL);
   });
 
-  test('field types, topic rules and subscription limit', async () => {
-    const c = await connect(s.url);
+  test('field types, topic rules and subscription limit', async (t) => {
+    const c = await connect(t, s.url);
     c.send([3, 'x', 't', 1]);
     assert.deepEqual((await c.next()).slice(0, 3), [17, 0, ErrorCode.BAD_REQUEST]);
     assert.equal((await c.call(3, 'a/+', 1))[2], ErrorCode.INVALID_TOPIC);
     await c.close();
-    const d = await connect(s.url);
+    const d = await connect(t, s.url);
     assert.equal((await d.call(3, 'bad topic', 1))[2], ErrorCode.INVALID_TOPIC);
     assert.equal((await d.call(4, '', 1))[2], ErrorCode.BAD_REQUEST);
     await d.close();
-    const e = await connect(s.url);
+    const e = await connect(t, s.url);
     await e.subscribe('a');
     await e.subscribe('b');
     assert.equal((await e.subscribe('c'))[2], ErrorCode.TOO_MANY_SUBSCRIPTIONS);
@@ -221,9 +221,9 @@ describe('bad input keeps the gateway serving others', () => {
     await e.close();
   });
 
-  test('oversize frame closes with 1009', async () => {
-    const small = await startGateway({ maxPayload: 1024 });
-    const c = await connect(small.url);
+  test('oversize frame closes with 1009', async (t) => {
+    const small = await startGateway(t, { maxPayload: 1024 });
+    const c = await connect(t, small.url);
     c.ws.send(Buffer.alloc(2048));
     assert.equal((await c.closed).code, CloseCode.MESSAGE_TOO_BIG);
     await small.gw.close();
@@ -237,10 +237,10 @@ describe('wiregate.v1.batch: one frame per tick', () => {
     return Buffer.concat([Buffer.from([0x82, 0x80 | payload.length, 0, 0, 0, 0]), payload]);
   };
 
-  test('deliveries of one tick share a frame for batch clients only, in order', async () => {
-    const s = await startGateway();
-    const b = await connect(s.url, ['wiregate.v1.batch']);
-    const v1 = await connect(s.url, 'wiregate.v1');
+  test('deliveries of one tick share a frame for batch clients only, in order', async (t) => {
+    const s = await startGateway(t);
+    const b = await connect(t, s.url, ['wiregate.v1.batch']);
+    const v1 = await connect(t, s.url, 'wiregate.v1');
     assert.equal(b.ws.protocol, 'wiregate.v1.batch');
     await b.subscribe('bt/#');
     await v1.subscribe('bt/#');
@@ -251,23 +251,26 @@ describe('wiregate.v1.batch: one frame per tick', () => {
       assert.deepEqual((await v1.delivery())[3], { i });
     }
     assert.equal(v1.frames - f0[1], 50, 'wiregate.v1: one message per frame');
-    assert.equal(b.frames - f0[0], 1, 'wiregate.v1.batch: the whole tick in one frame');
+    // batching needs direct writes and the close hook; without them a batch client gets one message per frame (allowed)
+    assert.equal(b.frames - f0[0], FAST.directWrites && FAST.closeHook ? 1 : 50, 'wiregate.v1.batch: the whole tick in one frame');
     await Promise.all([b.close(), v1.close()]);
     await s.gw.close();
   });
 
-  test('frames stay under 64 KiB; compressed messages and large binary results keep their place', async () => {
-    const s = await startGateway({ compression: { preset: 'fast', threshold: 2000 }, maxPayload: 1024 * 1024 });
+  test('frames stay under 64 KiB; compressed messages and large binary results keep their place', async (t) => {
+    const s = await startGateway(t, { compression: { preset: 'fast', threshold: 2000 }, maxPayload: 1024 * 1024 });
     s.gw.handle('echo', (_c, p) => p);
-    const b = await connect(s.url, ['wiregate.v1.batch'], { perMessageDeflate: true });
+    const b = await connect(t, s.url, ['wiregate.v1.batch'], { perMessageDeflate: true });
     await b.subscribe('big/#');
     const f0 = b.frames;
     const sizes = Array.from({ length: 200 }, (_, i) => (i % 50 === 49 ? 5000 : 1000)); // every 50th is compressed
     sizes.forEach((n, i) => void s.gw.publish(`big/${i}`, 'x'.repeat(n)));
     for (let i = 0; i < sizes.length; i++) assert.equal(((await b.delivery())[3] as string).length, sizes[i], `delivery ${i}`);
     const frames = b.frames - f0;
-    assert.ok(frames >= 4 + 4 && frames < 20, `${frames} frames: batches capped at 64 KiB, compressed ones apart`);
-    assert.ok(internals(s.gw).writer.deflated >= 4);
+    if (FAST.directWrites && FAST.closeHook) {
+      assert.ok(frames >= 4 + 4 && frames < 20, `${frames} frames: batches capped at 64 KiB, compressed ones apart`);
+      assert.ok(internals(s.gw).writer.deflated >= 4);
+    } else assert.equal(frames, sizes.length, 'fast paths off: one message per frame');
     // requests answered in one tick: small replies batched around a large binary reply
     const big = Buffer.alloc(10_000, 7);
     const ids = [b.id(), b.id(), b.id()];
@@ -279,11 +282,11 @@ describe('wiregate.v1.batch: one frame per tick', () => {
     await s.gw.close();
   });
 
-  test('a message larger than a batch frame still reaches a batch client, alone and in order', async () => {
-    const s = await startGateway({ maxPayload: 1024 * 1024 });
+  test('a message larger than a batch frame still reaches a batch client, alone and in order', async (t) => {
+    const s = await startGateway(t, { maxPayload: 1024 * 1024 });
     s.gw.handle('echo', (_c, p) => p);
-    const b = await connect(s.url, ['wiregate.v1.batch']);
-    const other = await connect(s.url);
+    const b = await connect(t, s.url, ['wiregate.v1.batch']);
+    const other = await connect(t, s.url);
     await b.subscribe('huge/#');
     await other.subscribe('huge/#');
     const huge = 'h'.repeat(100_000); // over the 64 KiB batch cap on its own, first of its tick
@@ -322,24 +325,22 @@ describe('wiregate.v1.batch: one frame per tick', () => {
     return { sock, ended, bytes: () => Buffer.concat(chunks) };
   };
 
-  test("batched replies go out before ws's answer to the client's close frame from the same read", async () => {
-    const s = await startGateway();
-    const b = await connect(s.url, ['wiregate.v1.batch']);
-    const t = tap(b);
+  test("batched replies go out before ws's answer to the client's close frame from the same read", async (t) => {
+    const s = await startGateway(t);
+    const b = await connect(t, s.url, ['wiregate.v1.batch']);
+    const tp = tap(b);
     const close = Buffer.from([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]); // masked close 1000, zero key
-    t.sock.write(Buffer.concat([clientFrame(encode([5, 1])), clientFrame(encode([5, 2])), close]));
+    tp.sock.write(Buffer.concat([clientFrame(encode([5, 1])), clientFrame(encode([5, 2])), close]));
     assert.equal((await b.closed).code, 1000);
-    await t.ended;
-    const ops = opcodes(t.bytes());
-    assert.deepEqual(ops, [2, 8], `one batch frame with both pongs, then the close frame (got ${ops})`);
+    await tp.ended;
+    const ops = opcodes(tp.bytes());
+    assert.deepEqual(ops, FAST.directWrites && FAST.closeHook ? [2, 8] : [2, 2, 8], `the pongs (one batch frame with the fast paths), then the close frame (got ${ops})`);
     await s.gw.close();
   });
 
   test('a slow-consumer close drops what the tick batched: nothing follows the close frame', async (t) => {
-    const s = await startGateway({ outbound: { maxBufferedBytes: 4096 } });
-    t.after(() => s.gw.close({ drainTimeout: 0 }));
-    const b = await connect(s.url, ['wiregate.v1.batch']);
-    t.after(() => b.ws.terminate());
+    const s = await startGateway(t, { outbound: { maxBufferedBytes: 4096 } });
+    const b = await connect(t, s.url, ['wiregate.v1.batch']);
     await b.subscribe('flood/#');
     const tp = tap(b);
     tp.sock.pause(); // the client stops reading: the kernel's buffers fill, then the backlog grows
@@ -356,9 +357,9 @@ describe('wiregate.v1.batch: one frame per tick', () => {
     assert.equal(ops.at(-1), 8, `the close frame is the last frame (got ${ops.length} frames, last ${ops.slice(-3)})`);
   });
 
-  test('batched replies reach the client before a close frame from the same tick', async () => {
-    const s = await startGateway();
-    const b = await connect(s.url, ['wiregate.v1.batch']);
+  test('batched replies reach the client before a close frame from the same tick', async (t) => {
+    const s = await startGateway(t);
+    const b = await connect(t, s.url, ['wiregate.v1.batch']);
     const sock = (b.ws as unknown as { _socket: { write(x: Buffer): void } })._socket;
     sock.write(Buffer.concat([clientFrame(encode([5, 1])), clientFrame(encode([5, 2])), clientFrame(Buffer.from([0xc1]))]));
     assert.deepEqual(await b.next((m) => m[0] === 20 && m[1] === 1), [20, 1]);
@@ -369,18 +370,18 @@ describe('wiregate.v1.batch: one frame per tick', () => {
 });
 
 describe('upgrade policy and HTTP', () => {
-  test('subprotocol negotiation, wrong path, plain GET', async () => {
-    const s = await startGateway({ httpPublish: { apiKey: 'k' } });
-    const c = await connect(s.url, ['wiregate.v1.batch', 'wiregate.v1']);
+  test('subprotocol negotiation, wrong path, plain GET', async (t) => {
+    const s = await startGateway(t, { httpPublish: { apiKey: 'k' } });
+    const c = await connect(t, s.url, ['wiregate.v1.batch', 'wiregate.v1']);
     assert.equal(c.ws.protocol, 'wiregate.v1.batch');
     await c.close();
-    const none = await connect(s.url, []);
+    const none = await connect(t, s.url, []);
     assert.equal(none.ws.protocol, '', 'no subprotocol offered is accepted as v1 by default');
     await none.close();
-    const wrong = await rejectedUpgrade(s.url, ['mqtt']);
+    const wrong = await rejectedUpgrade(t, s.url, ['mqtt']);
     assert.equal(wrong.status, 426);
     assert.equal(wrong.body.error, 'SUBPROTOCOL_REQUIRED');
-    const path = await rejectedUpgrade(`ws://127.0.0.1:${s.port}/other`);
+    const path = await rejectedUpgrade(t, `ws://127.0.0.1:${s.port}/other`);
     assert.equal(path.status, 404);
     const get = await fetch(`${s.http}/ws`);
     assert.equal(get.status, 426);
@@ -388,16 +389,16 @@ describe('upgrade policy and HTTP', () => {
     await s.gw.close();
   });
 
-  test('requireSubprotocol refuses clients that offer none', async () => {
-    const s = await startGateway({ requireSubprotocol: true });
-    const r = await rejectedUpgrade(s.url, []);
+  test('requireSubprotocol refuses clients that offer none', async (t) => {
+    const s = await startGateway(t, { requireSubprotocol: true });
+    const r = await rejectedUpgrade(t, s.url, []);
     assert.equal(r.status, 426);
     await s.gw.close();
   });
 
-  test('healthz, readyz, info, metrics', async () => {
-    const s = await startGateway();
-    const c = await connect(s.url);
+  test('healthz, readyz, info, metrics', async (t) => {
+    const s = await startGateway(t);
+    const c = await connect(t, s.url);
     await c.subscribe('m/t');
     c.ws.send('text');
     await c.closed;
@@ -417,9 +418,9 @@ describe('upgrade policy and HTTP', () => {
     await s.gw.close();
   });
 
-  test('HTTP publish API: JSON and msgpack bodies reach subscribers; auth and validation errors', async () => {
-    const s = await startGateway({ httpPublish: { apiKey: 'sekret', maxBodyBytes: 1024 } });
-    const sub = await connect(s.url);
+  test('HTTP publish API: JSON and msgpack bodies reach subscribers; auth and validation errors', async (t) => {
+    const s = await startGateway(t, { httpPublish: { apiKey: 'sekret', maxBodyBytes: 1024 } });
+    const sub = await connect(t, s.url);
     await sub.subscribe('devices/+/cmd');
     const post = (body: string | Uint8Array, headers: Record<string, string>) => fetch(`${s.http}/v1/publish`, { method: 'POST', body, headers });
     let r = await post(JSON.stringify({ topic: 'devices/9/cmd', payload: { reboot: true } }), { 'content-type': 'application/json', authorization: 'Bearer sekret' });
@@ -443,34 +444,36 @@ describe('upgrade policy and HTTP', () => {
     assert.equal((await fetch(`${s.http}/v1/publish`)).status, 405);
     await sub.close();
     await s.gw.close();
-    const off = await startGateway();
+    const off = await startGateway(t);
     assert.equal((await fetch(`${off.http}/v1/publish`, { method: 'POST' })).status, 404, 'disabled without an API key');
     await off.gw.close();
   });
 
-  test('attach to an existing http.Server on a path', async () => {
+  test('attach to an existing http.Server on a path', async (t) => {
     const server = createServer((req, res) => {
       res.end('app:' + req.url);
     });
+    cleanup(t, () => closeServer(server));
     const gw = createGateway({ log: { level: 'silent' }, path: '/realtime' });
+    cleanup(t, () => gw.close({ drainTimeout: 0 }));
     gw.attach(server);
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const { port } = server.address() as AddressInfo;
     assert.equal(await (await fetch(`http://127.0.0.1:${port}/hello`)).text(), 'app:/hello');
-    const c = await connect(`ws://127.0.0.1:${port}/realtime`);
+    const c = await connect(t, `ws://127.0.0.1:${port}/realtime`);
     await c.subscribe('x');
     await gw.publish('x', 1);
     assert.deepEqual(await c.delivery(), [18, 'x', 1, 1]);
-    const r = await rejectedUpgrade(`ws://127.0.0.1:${port}/elsewhere`);
+    const r = await rejectedUpgrade(t, `ws://127.0.0.1:${port}/elsewhere`);
     assert.equal(r.status, 404);
     await gw.close();
     assert.equal((await c.closed).code, CloseCode.GOING_AWAY);
     await new Promise<void>((r) => server.close(() => r()));
   });
 
-  test('hooks: onConnection, onClose, authorizeSubscribe, authorizePublish', async () => {
+  test('hooks: onConnection, onClose, authorizeSubscribe, authorizePublish', async (t) => {
     const events: string[] = [];
-    const s = await startGateway({
+    const s = await startGateway(t, {
       hooks: {
         onConnection: (conn) => events.push(`open ${conn.ip} ${conn.url}`),
         onClose: (_conn, code) => events.push(`close ${code}`),
@@ -481,7 +484,7 @@ describe('upgrade policy and HTTP', () => {
         },
       },
     });
-    const c = await connect(`${s.url}?device=1`);
+    const c = await connect(t, `${s.url}?device=1`);
     assert.equal((await c.subscribe('private/x'))[2], ErrorCode.FORBIDDEN);
     assert.deepEqual(await c.subscribe('public/x'), [16, 2]);
     assert.equal((await c.publish('readonly', 1))[2], ErrorCode.FORBIDDEN);
@@ -494,11 +497,11 @@ describe('upgrade policy and HTTP', () => {
 });
 
 describe('graceful shutdown', () => {
-  test('closes clients with 1001, refuses new upgrades with 503, readyz false while draining', async () => {
-    const s = await startGateway({ drainTimeout: 2000 });
-    const a = await connect(s.url);
+  test('closes clients with 1001, refuses new upgrades with 503, readyz false while draining', async (t) => {
+    const s = await startGateway(t, { drainTimeout: 2000 });
+    const a = await connect(t, s.url);
     // b does not answer the close handshake promptly: it is terminated after the drain timeout
-    const b = await connect(s.url);
+    const b = await connect(t, s.url);
     const closing = s.gw.close({ drainTimeout: 300 });
     assert.equal(internals(s.gw).draining, true);
     const ca = await a.closed;
@@ -509,9 +512,10 @@ describe('graceful shutdown', () => {
     assert.equal(s.gw.connections, 0);
   });
 
-  test('upgrades during drain get 503 and readyz reports draining', async () => {
-    const s = await startGateway();
+  test('upgrades during drain get 503 and readyz reports draining', async (t) => {
+    const s = await startGateway(t);
     const slow = new WebSocket(s.url, 'wiregate.v1');
+    cleanup(t, () => slow.terminate());
     await new Promise((r) => slow.once('open', r));
     // keep the server draining by not completing the close handshake: pause our socket
     (slow as unknown as { _socket: { pause(): void } })._socket.pause();
@@ -519,7 +523,7 @@ describe('graceful shutdown', () => {
     const ready = await fetch(`${s.http}/readyz`);
     assert.equal(ready.status, 503);
     assert.deepEqual(await ready.json(), { ready: false, reason: 'draining' });
-    const r = await rejectedUpgrade(s.url);
+    const r = await rejectedUpgrade(t, s.url);
     assert.equal(r.status, 503);
     assert.equal(r.body.error, 'UNAVAILABLE');
     assert.equal(r.headers['retry-after'], '1');

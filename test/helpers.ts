@@ -11,6 +11,12 @@ import type { TestContext } from 'node:test';
 import WebSocket from 'ws';
 import { createGateway, type CreateGatewayOptions, type Gateway } from '../src/index.js';
 import { decodeFrame, encode } from '../src/protocol/messages.js';
+import { fastPaths } from '../src/transport/ws-internals.js';
+
+/** The fast paths of this run (CI also runs the suite with WIREGATE_FAST_PATHS=off): tests that check
+ * a fast path's own effect (shared compressed frames, batching, synchronous inflate) expect the
+ * public-API behaviour when it is off. */
+export const FAST = fastPaths();
 
 /** What the helpers need from a test: node:test's per-test `after` hook (a TestContext). */
 export type Owner = Pick<TestContext, 'after'>;

@@ -11,8 +11,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser } from 'playwright-core';
-import { connect, startGateway } from './helpers.js';
+import { chromium } from 'playwright-core';
+import { FAST, cleanup, connect, startGateway } from './helpers.js';
 import { decodeFrame, encode } from '../src/protocol/messages.js';
 import { internals } from '../src/gateway.js';
 
@@ -41,91 +41,91 @@ const payloads: unknown[] = [
 const echoPayload = { hello: 'from the client', pad: 'abc'.repeat(400) };
 
 for (const preset of ['fast', 'balanced'] as const) {
-  test(`compress-once frames decode in Chromium, Python websockets and ws (preset ${preset})`, { skip: missing ? `not installed: ${missing}` : false, timeout: 60_000 }, async () => {
-    const s = await startGateway({ compression: { preset, threshold: 64 } });
+  test(`compress-once frames decode in Chromium, Python websockets and ws (preset ${preset})`, { skip: missing ? `not installed: ${missing}` : false, timeout: 60_000 }, async (t) => {
+    const s = await startGateway(t, { compression: { preset, threshold: 64 } });
     s.gw.handle('echo', (_c, p) => p);
-    let browser: Browser | null = null;
     const py = spawn(PYTHON, [PY_CLIENT, s.url, 'interop/#', String(payloads.length), JSON.stringify(echoPayload)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const pyExit = new Promise<number | null>((resolve) => py.on('exit', (code) => resolve(code)));
+    cleanup(t, async () => {
+      if (py.exitCode === null && py.signalCode === null) py.kill();
+      await pyExit;
+    });
     let pyErr = '';
     py.stderr.on('data', (d) => (pyErr += d));
-    const pyExit = new Promise<number | null>((resolve) => py.on('exit', (code) => resolve(code)));
-    try {
-      const pyLines = createInterface({ input: py.stdout })[Symbol.asyncIterator]();
-      const pyNext = async () => {
-        const r = await pyLines.next();
-        assert.ok(!r.done, `python client ended early: ${pyErr}`);
-        return JSON.parse(r.value) as Record<string, unknown>;
-      };
+    const pyLines = createInterface({ input: py.stdout })[Symbol.asyncIterator]();
+    const pyNext = async () => {
+      const r = await pyLines.next();
+      assert.ok(!r.done, `python client ended early: ${pyErr}`);
+      return JSON.parse(r.value) as Record<string, unknown>;
+    };
 
-      browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
-      const page = await browser.newPage();
-      const browserExt = await page.evaluate(
-        ([url, sub]) =>
-          new Promise<string>((resolve, reject) => {
-            const w = globalThis as unknown as { msgs: number[][]; ws: WebSocket };
-            w.msgs = [];
-            const ws = new WebSocket(url, 'wiregate.v1');
-            w.ws = ws;
-            ws.binaryType = 'arraybuffer';
-            ws.onopen = () => ws.send(new Uint8Array(sub));
-            ws.onerror = () => reject(new Error('browser WebSocket error'));
-            ws.onmessage = (e) => {
-              w.msgs.push(Array.from(new Uint8Array(e.data as ArrayBuffer)));
-              if (w.msgs.length === 1) resolve(ws.extensions);
-            };
-          }),
-        [s.url, [...encode([1, 1, 'interop/#'])]] as const,
-      );
-      const node = await connect(s.url, 'wiregate.v1', { perMessageDeflate: true });
-      await node.subscribe('interop/#');
-      const ready = await pyNext();
-      assert.equal(ready.ready, true, JSON.stringify(ready));
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    cleanup(t, () => browser.close());
+    const page = await browser.newPage();
+    const browserExt = await page.evaluate(
+      ([url, sub]) =>
+        new Promise<string>((resolve, reject) => {
+          const w = globalThis as unknown as { msgs: number[][]; ws: WebSocket };
+          w.msgs = [];
+          const ws = new WebSocket(url, 'wiregate.v1');
+          w.ws = ws;
+          ws.binaryType = 'arraybuffer';
+          ws.onopen = () => ws.send(new Uint8Array(sub));
+          ws.onerror = () => reject(new Error('browser WebSocket error'));
+          ws.onmessage = (e) => {
+            w.msgs.push(Array.from(new Uint8Array(e.data as ArrayBuffer)));
+            if (w.msgs.length === 1) resolve(ws.extensions);
+          };
+        }),
+      [s.url, [...encode([1, 1, 'interop/#'])]] as const,
+    );
+    const node = await connect(t, s.url, 'wiregate.v1', { perMessageDeflate: true });
+    await node.subscribe('interop/#');
+    const ready = await pyNext();
+    assert.equal(ready.ready, true, JSON.stringify(ready));
 
-      for (const [name, ext] of [['chromium', browserExt], ['python websockets', ready.extensions as string], ['ws', String(node.ws.extensions)]]) {
-        assert.match(ext, /permessage-deflate/, `${name} negotiated permessage-deflate: ${ext}`);
-      }
-      assert.equal(internals(s.gw).sessions.size, 3);
-      for (const x of internals(s.gw).sessions) assert.ok(x.zBits > 0, 'every subscriber takes shared compressed frames');
-
-      const deflated0 = internals(s.gw).writer.deflated;
-      for (let i = 0; i < payloads.length; i++) await s.gw.publish(`interop/${i}`, payloads[i]);
-      const expected = payloads.map((p, i) => [18, `interop/${i}`, 1, p]);
-      const big = payloads.filter((p) => encode(p).length >= 64).length;
-      assert.equal(internals(s.gw).writer.deflated - deflated0, big, 'each large broadcast compressed once for all three subscribers');
-
-      // ws
-      for (const e of expected) assert.deepEqual(await node.delivery(), e);
-      // python
-      for (const e of expected) assert.deepEqual((await pyNext()).msg, e);
-      assert.deepEqual((await pyNext()).echo, [16, 2, echoPayload], 'python request inflated and answered');
-      assert.equal(await pyExit, 0, pyErr);
-      // chromium: frames collected in the page, decoded here
-      await page.waitForFunction((n) => (globalThis as unknown as { msgs: unknown[] }).msgs.length >= n, expected.length + 1);
-      const frames = await page.evaluate(() => (globalThis as unknown as { msgs: number[][] }).msgs);
-      const got = frames.flatMap((f) => decodeFrame(Buffer.from(f)));
-      assert.deepEqual(got[0], [16, 1]);
-      assert.deepEqual(got.slice(1), expected);
-      // chromium sends a compressed request (its deflate, its context settings); wiregate inflates it
-      const echo = await page.evaluate(
-        (req) =>
-          new Promise<number[][]>((resolve) => {
-            const w = globalThis as unknown as { ws: WebSocket };
-            const replies: number[][] = [];
-            w.ws.onmessage = (e) => {
-              replies.push(Array.from(new Uint8Array(e.data as ArrayBuffer)));
-              if (replies.length === 2) resolve(replies);
-            };
-            w.ws.send(new Uint8Array(req));
-            w.ws.send(new Uint8Array(req).map((b, i) => (i === 2 ? 3 : b))); // id 3, same bytes: compresses against the first under context takeover
-          }),
-        [...encode([4, 2, 'echo', echoPayload])],
-      );
-      assert.deepEqual(echo.map((f) => decodeFrame(Buffer.from(f))[0]), [[16, 2, echoPayload], [16, 3, echoPayload]]);
-      await node.close();
-    } finally {
-      py.kill();
-      await browser?.close();
-      await s.gw.close();
+    for (const [name, ext] of [['chromium', browserExt], ['python websockets', ready.extensions as string], ['ws', String(node.ws.extensions)]]) {
+      assert.match(ext, /permessage-deflate/, `${name} negotiated permessage-deflate: ${ext}`);
     }
+    assert.equal(internals(s.gw).sessions.size, 3);
+    for (const x of internals(s.gw).sessions) assert.equal(x.zBits > 0, FAST.directWrites, 'every subscriber takes shared compressed frames (fast paths on)');
+
+    const deflated0 = internals(s.gw).writer.deflated;
+    for (let i = 0; i < payloads.length; i++) await s.gw.publish(`interop/${i}`, payloads[i]);
+    const expected = payloads.map((p, i) => [18, `interop/${i}`, 1, p]);
+    const big = payloads.filter((p) => encode(p).length >= 64).length;
+    assert.equal(internals(s.gw).writer.deflated - deflated0, FAST.directWrites ? big : 0, 'each large broadcast compressed once for all three subscribers (by ws per connection when the fast paths are off)');
+
+    // ws
+    for (const e of expected) assert.deepEqual(await node.delivery(), e);
+    // python
+    for (const e of expected) assert.deepEqual((await pyNext()).msg, e);
+    assert.deepEqual((await pyNext()).echo, [16, 2, echoPayload], 'python request inflated and answered');
+    assert.equal(await pyExit, 0, pyErr);
+    // chromium: frames collected in the page, decoded here
+    await page.waitForFunction((n) => (globalThis as unknown as { msgs: unknown[] }).msgs.length >= n, expected.length + 1);
+    const frames = await page.evaluate(() => (globalThis as unknown as { msgs: number[][] }).msgs);
+    const got = frames.flatMap((f) => decodeFrame(Buffer.from(f)));
+    assert.deepEqual(got[0], [16, 1]);
+    assert.deepEqual(got.slice(1), expected);
+    // chromium sends a compressed request (its deflate, its context settings); wiregate inflates it
+    const echo = await page.evaluate(
+      (req) =>
+        new Promise<number[][]>((resolve) => {
+          const w = globalThis as unknown as { ws: WebSocket };
+          const replies: number[][] = [];
+          w.ws.onmessage = (e) => {
+            replies.push(Array.from(new Uint8Array(e.data as ArrayBuffer)));
+            if (replies.length === 2) resolve(replies);
+          };
+          w.ws.send(new Uint8Array(req));
+          w.ws.send(new Uint8Array(req).map((b, i) => (i === 2 ? 3 : b))); // id 3, same bytes: compresses against the first under context takeover
+        }),
+      [...encode([4, 2, 'echo', echoPayload])],
+    );
+    assert.deepEqual(echo.map((f) => decodeFrame(Buffer.from(f))[0]), [[16, 2, echoPayload], [16, 3, echoPayload]]);
+    await node.close();
+    await browser.close();
+    await s.gw.close();
   });
 }
