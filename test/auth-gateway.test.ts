@@ -26,11 +26,11 @@ describe('JWT at the upgrade', () => {
   });
   after(() => s.gw.close());
 
-  test('token from header, query and subprotocol entry', async () => {
-    const t = await token({ wg: { sub: ['devices/#'], pub: ['devices/+/up'] } });
-    const a = await connect(s.url, 'wiregate.v1', { headers: { authorization: `Bearer ${t}` } });
-    const b = await connect(`${s.url}?token=${t}`);
-    const c = await connect(s.url, ['wiregate.v1', `bearer.${t}`]);
+  test('token from header, query and subprotocol entry', async (t) => {
+    const tok = await token({ wg: { sub: ['devices/#'], pub: ['devices/+/up'] } });
+    const a = await connect(t, s.url, 'wiregate.v1', { headers: { authorization: `Bearer ${tok}` } });
+    const b = await connect(t, `${s.url}?token=${tok}`);
+    const c = await connect(t, s.url, ['wiregate.v1', `bearer.${tok}`]);
     assert.equal(c.ws.protocol, 'wiregate.v1', 'the token entry is never selected');
     const conn = [...internals(s.gw).sessions].at(-1)!;
     assert.equal(conn.userId, 'user-1');
@@ -47,11 +47,11 @@ describe('JWT at the upgrade', () => {
     ['no subject', async () => ({ authorization: `Bearer ${await token({}, { sub: null })}` }), 'TOKEN_CLAIM_INVALID'],
   ];
   for (const [name, headers, code] of bad) {
-    test(`${name} token -> 401 ${code} before the upgrade`, async () => {
-      const healthy = await connect(s.url, 'wiregate.v1', { headers: { authorization: `Bearer ${await token({ wg: { sub: ['h/#'] } })}` } });
+    test(`${name} token -> 401 ${code} before the upgrade`, async (t) => {
+      const healthy = await connect(t, s.url, 'wiregate.v1', { headers: { authorization: `Bearer ${await token({ wg: { sub: ['h/#'] } })}` } });
       const topic = `h/${code}`;
       await healthy.subscribe(topic);
-      const r = await rejectedUpgrade(s.url, 'wiregate.v1', { headers: await headers() });
+      const r = await rejectedUpgrade(t, s.url, 'wiregate.v1', { headers: await headers() });
       assert.equal(r.status, 401);
       assert.equal(r.body.error, code);
       assert.equal(typeof r.body.message, 'string');
@@ -61,13 +61,13 @@ describe('JWT at the upgrade', () => {
     });
   }
 
-  test('permissions are deny-by-default and follow the claim', async () => {
-    const none = await connect(s.url, 'wiregate.v1', { headers: { authorization: `Bearer ${await token({})}` } });
+  test('permissions are deny-by-default and follow the claim', async (t) => {
+    const none = await connect(t, s.url, 'wiregate.v1', { headers: { authorization: `Bearer ${await token({})}` } });
     assert.equal((await none.subscribe('anything'))[2], ErrorCode.FORBIDDEN);
     assert.equal((await none.publish('anything', 1))[2], ErrorCode.FORBIDDEN);
     await none.close();
-    const t = await token({ wg: { sub: ['devices/42/#'], pub: ['devices/42/up'] } });
-    const c = await connect(s.url, 'wiregate.v1', { headers: { authorization: `Bearer ${t}` } });
+    const tok = await token({ wg: { sub: ['devices/42/#'], pub: ['devices/42/up'] } });
+    const c = await connect(t, s.url, 'wiregate.v1', { headers: { authorization: `Bearer ${tok}` } });
     assert.deepEqual(await c.subscribe('devices/42/+/temp'), [16, 1]);
     assert.equal((await c.subscribe('devices/#'))[2], ErrorCode.FORBIDDEN);
     assert.equal((await c.subscribe('devices/43/x'))[2], ErrorCode.FORBIDDEN);
@@ -78,12 +78,12 @@ describe('JWT at the upgrade', () => {
 });
 
 describe('token lifetime on a live connection', () => {
-  test('expiry closes with 4002 unless refreshed in-band; bad refresh gets TOKEN_INVALID', async () => {
-    const s = await startGateway({ auth: { enabled: true, secret: SECRET } });
+  test('expiry closes with 4002 unless refreshed in-band; bad refresh gets TOKEN_INVALID', async (t) => {
+    const s = await startGateway(t, { auth: { enabled: true, secret: SECRET } });
     const soon = () => Math.floor(Date.now() / 1000) + 2;
     const perms = { wg: { sub: ['x/#'], pub: ['x/#'] } };
-    const a = await connect(s.url, 'wiregate.v1', { headers: { authorization: `Bearer ${await token(perms, { exp: soon() })}` } });
-    const b = await connect(s.url, 'wiregate.v1', { headers: { authorization: `Bearer ${await token(perms, { exp: soon() })}` } });
+    const a = await connect(t, s.url, 'wiregate.v1', { headers: { authorization: `Bearer ${await token(perms, { exp: soon() })}` } });
+    const b = await connect(t, s.url, 'wiregate.v1', { headers: { authorization: `Bearer ${await token(perms, { exp: soon() })}` } });
     // b refreshes with a longer-lived token for the same user
     const fresh = await token(perms, { exp: Math.floor(Date.now() / 1000) + 3600 });
     const r = await b.call(6, fresh);
@@ -100,22 +100,22 @@ describe('token lifetime on a live connection', () => {
     await s.gw.close();
   });
 
-  test('REFRESH without JWT auth -> UNAUTHORIZED', async () => {
-    const s = await startGateway();
-    const c = await connect(s.url);
+  test('REFRESH without JWT auth -> UNAUTHORIZED', async (t) => {
+    const s = await startGateway(t);
+    const c = await connect(t, s.url);
     assert.equal((await c.call(6, 'tok'))[2], ErrorCode.UNAUTHORIZED);
     await c.close();
     await s.gw.close();
   });
 
-  test('per-user connection limit -> 429', async () => {
-    const s = await startGateway({ auth: { enabled: true, secret: SECRET }, limits: { maxConnectionsPerUser: 1 } });
-    const t = await token({});
-    const a = await connect(s.url, 'wiregate.v1', { headers: { authorization: `Bearer ${t}` } });
-    const r = await rejectedUpgrade(s.url, 'wiregate.v1', { headers: { authorization: `Bearer ${t}` } });
+  test('per-user connection limit -> 429', async (t) => {
+    const s = await startGateway(t, { auth: { enabled: true, secret: SECRET }, limits: { maxConnectionsPerUser: 1 } });
+    const tok = await token({});
+    const a = await connect(t, s.url, 'wiregate.v1', { headers: { authorization: `Bearer ${tok}` } });
+    const r = await rejectedUpgrade(t, s.url, 'wiregate.v1', { headers: { authorization: `Bearer ${tok}` } });
     assert.equal(r.status, 429);
     assert.equal(r.body.error, 'TOO_MANY_CONNECTIONS_FOR_USER');
-    const other = await connect(s.url, 'wiregate.v1', { headers: { authorization: `Bearer ${await token({}, { sub: 'user-2' })}` } });
+    const other = await connect(t, s.url, 'wiregate.v1', { headers: { authorization: `Bearer ${await token({}, { sub: 'user-2' })}` } });
     await Promise.all([a.close(), other.close()]);
     await s.gw.close();
   });

@@ -66,14 +66,14 @@ test('validation: arbitrary decoded values get null or a violation with a numeri
   );
 });
 
-test('live gateway: random frames from many clients never crash it; a healthy client keeps working', async () => {
-  const s = await startGateway({ limits: { maxProtocolErrors: 1_000_000 } });
+test('live gateway: random frames from many clients never crash it; a healthy client keeps working', async (t) => {
+  const s = await startGateway(t, { limits: { maxProtocolErrors: 1_000_000 } });
   s.gw.handle('echo', (_c, p) => p);
-  const healthy = await connect(s.url);
+  const healthy = await connect(t, s.url);
   await healthy.subscribe('fuzz/ok');
   const rng = fc.sample(fc.uint8Array({ minLength: 1, maxLength: 200 }), { seed, numRuns: 600 });
   for (let batch = 0; batch < 6; batch++) {
-    const c = await connect(s.url);
+    const c = await connect(t, s.url);
     for (const bytes of rng.slice(batch * 100, batch * 100 + 100)) {
       if (c.ws.readyState !== 1) break;
       c.ws.send(bytes);

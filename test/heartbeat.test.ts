@@ -33,10 +33,10 @@ test('Heartbeat unit: pings silent peers, spares active ones, kills the unrespon
   assert.ok(!pinged.includes(c), 'connections with recent traffic are never pinged');
 });
 
-test('a client that stops answering pings is terminated and counted', async () => {
-  const s = await startGateway({ heartbeat: { interval: 60, timeout: 60 } });
-  const healthy = await connect(s.url);
-  const mute = await connect(s.url, 'wiregate.v1', { autoPong: false });
+test('a client that stops answering pings is terminated and counted', async (t) => {
+  const s = await startGateway(t, { heartbeat: { interval: 60, timeout: 60 } });
+  const healthy = await connect(t, s.url);
+  const mute = await connect(t, s.url, 'wiregate.v1', { autoPong: false });
   const closed = await mute.closed;
   assert.equal(closed.code, 1006, 'terminated without a close frame');
   assert.equal(internals(s.gw).stats.heartbeatTerminations, 1);
@@ -52,9 +52,9 @@ test('a client that stops answering pings is terminated and counted', async () =
   assert.notEqual(closed.code, CloseCode.NORMAL);
 });
 
-test('heartbeat.interval = 0 disables pings', async () => {
-  const s = await startGateway({ heartbeat: { interval: 0, timeout: 10 } });
-  const c = await connect(s.url, 'wiregate.v1', { autoPong: false });
+test('heartbeat.interval = 0 disables pings', async (t) => {
+  const s = await startGateway(t, { heartbeat: { interval: 0, timeout: 10 } });
+  const c = await connect(t, s.url, 'wiregate.v1', { autoPong: false });
   assert.deepEqual(await c.call(5), [20, 1]);
   assert.equal(internals(s.gw).stats.heartbeatPings, 0);
   await c.close();

@@ -9,12 +9,12 @@ import { encodeDelivery, encodePayload, decode } from '../src/protocol/messages.
 import { connect, startGateway } from './helpers.js';
 import { internals } from '../src/gateway.js';
 
-test('ws internals used by the fast path are present on a live connection', async () => {
+test('ws internals used by the fast path are present on a live connection', async (t) => {
   assert.ok(TESTED_WS_VERSIONS.includes(WS_VERSION), `installed ws ${WS_VERSION} is on the tested allow-list`);
   if (process.env.WIREGATE_FAST_PATHS === 'off') return;
   assert.equal(fastPaths().directWrites, true);
-  const s = await startGateway();
-  const c = await connect(s.url);
+  const s = await startGateway(t);
+  const c = await connect(t, s.url);
   const session = [...internals(s.gw).sessions][0];
   assert.ok(fastPathSocket(session.ws) instanceof Socket);
   assert.equal(senderIdle(session.ws), true);
@@ -23,9 +23,9 @@ test('ws internals used by the fast path are present on a live connection', asyn
   await s.gw.close();
 });
 
-test("ws's Receiver: a hook runs before ws answers the peer's close frame", async () => {
-  const s = await startGateway();
-  const c = await connect(s.url); // wiregate.v1: the session does not install the hook itself
+test("ws's Receiver: a hook runs before ws answers the peer's close frame", async (t) => {
+  const s = await startGateway(t);
+  const c = await connect(t, s.url); // wiregate.v1: the session does not install the hook itself
   const ws = [...internals(s.gw).sessions][0].ws;
   const events: string[] = [];
   const origClose = ws.close.bind(ws);
@@ -56,9 +56,9 @@ test('frames: header sizes and in-place framing', () => {
   assert.throws(() => wsFrameInPlace(new Uint8Array(5)), RangeError);
 });
 
-test('with permessage-deflate, small direct frames and large compressed ones keep their order', async () => {
-  const s = await startGateway({ compression: { preset: 'fast', threshold: 256 } });
-  const c = await connect(s.url, 'wiregate.v1', { perMessageDeflate: true });
+test('with permessage-deflate, small direct frames and large compressed ones keep their order', async (t) => {
+  const s = await startGateway(t, { compression: { preset: 'fast', threshold: 256 } });
+  const c = await connect(t, s.url, 'wiregate.v1', { perMessageDeflate: true });
   assert.match(c.ws.extensions as unknown as string, /permessage-deflate/);
   await c.subscribe('mix');
   const n = 200;
@@ -71,12 +71,12 @@ test('with permessage-deflate, small direct frames and large compressed ones kee
   await s.gw.close();
 });
 
-test('WIREGATE_NO_FAST_PATH=1 falls back to ws.send with the same results', async () => {
+test('WIREGATE_NO_FAST_PATH=1 falls back to ws.send with the same results', async (t) => {
   process.env.WIREGATE_NO_FAST_PATH = '1';
   try {
-    const s = await startGateway();
+    const s = await startGateway(t);
     assert.equal(internals(s.gw).fastPaths.directWrites, false);
-    const c = await connect(s.url);
+    const c = await connect(t, s.url);
     await c.subscribe('t/#');
     await s.gw.publish('t/1', 'a');
     assert.deepEqual(await c.delivery(), [18, 't/1', 1, 'a']);
