@@ -3,10 +3,13 @@
 //   npm run bench -- <scenario|all|quick> [--quick] [--duration S] [--payload-file F] [--targets ws,wiregate,uws]
 // Scenarios: throughput, fanout, heartbeat, compression, connections, http.
 // Every scenario measures wiregate and the baselines in the same run, with the server and the
-// load generator in separate processes pinned to separate cores, and writes bench/results/.
-import { parseArgs } from 'node:util';
+// load generator in separate processes pinned to separate cores. A full run (`all`, no other
+// option) writes the committed reference bench/results/latest-*; any other run writes
+// bench/results/local/ (ignored by git). See lib/plan.mjs.
 import { readFileSync } from 'node:fs';
-import { ensureBenchDeps, ensureBuilt, machineInfo, progress, killAll } from './lib/harness.mjs';
+import { relative } from 'node:path';
+import { ensureBenchDeps, ensureBuilt, machineInfo, progress, killAll, setResultsDir, rootDir } from './lib/harness.mjs';
+import { planRun, USAGE } from './lib/plan.mjs';
 import { throughput } from './scenarios/throughput.mjs';
 import { fanout } from './scenarios/fanout.mjs';
 import { heartbeat } from './scenarios/heartbeat.mjs';
@@ -16,39 +19,21 @@ import { http } from './scenarios/http.mjs';
 
 const SCENARIOS = { throughput, fanout, heartbeat, compression, connections, http };
 
-const { values, positionals } = parseArgs({
-  allowPositionals: true,
-  options: {
-    quick: { type: 'boolean', default: false },
-    duration: { type: 'string' },
-    'payload-file': { type: 'string' },
-    targets: { type: 'string' },
-    subscribers: { type: 'string' },
-    conns: { type: 'string' },
-    repeat: { type: 'string' },
-    sizes: { type: 'string' },
-    settings: { type: 'string' },
-    help: { type: 'boolean', short: 'h', default: false },
-  },
-});
-
-if (values.help || positionals.length === 0) {
-  console.log(`usage: npm run bench -- <${Object.keys(SCENARIOS).join('|')}|all|quick> [--quick] [--duration S] [--payload-file F] [--targets ws,wiregate,uws] [--subscribers 1000,10000] [--conns N] [--repeat N] [--sizes 64,1024] [--settings off,fast,ws]`);
-  process.exit(positionals.length === 0 && !values.help ? 2 : 0);
+let plan;
+try {
+  plan = planRun(process.argv.slice(2));
+} catch (err) {
+  console.error(`bench: ${err.message}`);
+  console.error(USAGE);
+  process.exit(2);
 }
-
-let names = positionals;
-let quick = values.quick;
-if (names.length === 1 && names[0] === 'quick') {
-  names = Object.keys(SCENARIOS);
-  quick = true;
-} else if (names.length === 1 && names[0] === 'all') names = Object.keys(SCENARIOS);
-for (const n of names) {
-  if (!SCENARIOS[n]) {
-    console.error(`unknown scenario ${n}`);
-    process.exit(2);
-  }
+if (plan.help || plan.names.length === 0) {
+  console.log(USAGE);
+  process.exit(plan.help ? 0 : 2);
 }
+const { names, quick, values } = plan;
+setResultsDir(plan.resultsDir);
+const where = relative(rootDir, plan.resultsDir) + '/';
 
 ensureBuilt();
 ensureBenchDeps();
@@ -68,6 +53,11 @@ const opts = {
 };
 if (opts.payloadFile) readFileSync(opts.payloadFile); // fail early on a bad path
 
+progress(
+  plan.reference
+    ? `full run: results replace the reference in ${where}latest-*`
+    : `results go to ${where} (ignored by git; only \`npm run bench -- all\` replaces the reference in bench/results/latest-*)`,
+);
 progress(`machine: ${machine.cpu}, ${machine.cores} cores, node ${machine.node}, ws ${machine.ws}, pinning ${machine.pinned ? 'on' : 'unavailable'}`);
 const t0 = Date.now();
 let failed = false;
@@ -82,6 +72,6 @@ for (const n of names) {
     console.error(`scenario ${n} failed:`, err);
   }
 }
-progress(`done in ${((Date.now() - t0) / 1000).toFixed(1)} s; results in bench/results/`);
+progress(`done in ${((Date.now() - t0) / 1000).toFixed(1)} s; results in ${where}`);
 killAll();
 process.exit(failed ? 1 : 0);

@@ -5,6 +5,7 @@ import { cpus, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { createRequire } from 'node:module';
+import { LOCAL_DIR, reportFiles } from './plan.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const benchDir = join(here, '..');
@@ -167,17 +168,23 @@ export function progress(msg) {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 }
 
-/** Writes JSON, Markdown (and optional SVG) results. */
+let resultsDir = LOCAL_DIR;
+/** Where writeReport writes: run.mjs sets it from planRun (the committed reference only for a full run). */
+export function setResultsDir(dir) {
+  resultsDir = dir;
+}
+
+/** Writes JSON, Markdown (and optional SVG) results; returns the folder. */
 export function writeReport(scenario, data, markdown, svg) {
-  const dir = join(benchDir, 'results');
-  mkdirSync(dir, { recursive: true });
+  mkdirSync(resultsDir, { recursive: true });
   const stamp = data.machine.date.replace(/[:.]/g, '-');
+  const files = reportFiles(resultsDir, scenario, stamp, { markdown: Boolean(markdown), svg: Boolean(svg) });
   const json = JSON.stringify(data, null, 2);
-  writeFileSync(join(dir, `${scenario}-${stamp}.json`), json);
-  writeFileSync(join(dir, `latest-${scenario}.json`), json);
-  if (markdown) writeFileSync(join(dir, `latest-${scenario}.md`), markdown);
-  if (svg) writeFileSync(join(dir, `latest-${scenario}.svg`), svg);
-  return dir;
+  writeFileSync(files.stamped, json);
+  writeFileSync(files.json, json);
+  if (files.markdown) writeFileSync(files.markdown, markdown);
+  if (files.svg) writeFileSync(files.svg, svg);
+  return resultsDir;
 }
 
 export function mdTable(headers, rows) {
