@@ -20,6 +20,12 @@ if (files.length === 0) {
   console.error('no test files matched');
   process.exit(1);
 }
+// Tests that run the CLI need dist/: build it once here, so no two test files rebuild it at once.
+const build = spawnSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { stdio: 'inherit' });
+if (build.status !== 0) {
+  console.error('build failed (tsc -p tsconfig.build.json)');
+  process.exit(build.status ?? 1);
+}
 const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=60000', ...files], {
   stdio: 'inherit',
   env: { ...process.env, NODE_ENV: 'test' },
