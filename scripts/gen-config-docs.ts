@@ -12,7 +12,16 @@ export const PEND = '<!-- END GENERATED PRESETS -->';
 export function optionsTable(): string {
   const rows = FIELDS.map((f) => {
     const def = Array.isArray(f.default) ? (f.default.length ? f.default.join(',') : '(empty)') : f.default === '' ? '(empty)' : String(f.default);
-    const rule = f.type === 'int' ? `integer ${f.min ?? ''}..${f.max ?? ''}` : f.type === 'enum' ? f.values!.join(' \\| ') : f.type === 'list' ? 'comma-separated list' : f.type;
+    const rule =
+      f.type === 'int'
+        ? `integer ${f.min}..${f.max}`
+        : f.type === 'enum'
+          ? f.values.join(' \\| ')
+          : f.type === 'list'
+            ? 'comma-separated list'
+            : f.type === 'proxy'
+              ? `false, true (= 1), hop count 0..${f.max}, or comma-separated addresses/CIDRs`
+              : f.type;
     return `| \`${f.key}\` | \`${envName(f.key)}\` | ${def} | ${rule} | ${f.doc} |`;
   });
   return ['| option (flag `--<option>=`) | environment | default | rule | meaning |', '|---|---|---|---|---|', ...rows].join('\n');

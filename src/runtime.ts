@@ -22,7 +22,7 @@ import { RequestTimer } from './connection/requests.js';
 import { newStats, type Hooks, type MethodHandler, type Stats } from './connection/core.js';
 import { Heartbeat } from './heartbeat/heartbeat.js';
 import { createMetrics } from './metrics/metrics.js';
-import { remoteIp } from './transport/http-util.js';
+import { compileTrustProxy } from './transport/http-util.js';
 import { Admission, DRAINING, isWebSocketHandshake, pickProtocol, type Refusal, type Reservation } from './transport/admission.js';
 import { TickWriter } from './transport/writer.js';
 import { normaliseDeflateOffer, perMessageDeflateOptions } from './transport/deflate-offer.js';
@@ -66,6 +66,7 @@ export class Runtime {
   private readonly wss: WebSocketServer;
   private readonly heartbeat: Heartbeat<Session>;
   private readonly authenticator: Authenticator | null;
+  private readonly clientIp: (req: IncomingMessage) => string;
   private readonly sessionContext: SessionContext;
   private server: Server | null = null;
   private housekeeping: ReturnType<typeof setInterval> | null = null;
@@ -75,6 +76,7 @@ export class Runtime {
 
   constructor(opts: RuntimeOptions) {
     const c = (this.config = opts.config);
+    this.clientIp = compileTrustProxy(c.trustProxy);
     this.log = opts.logger ?? pino({ level: c.log.level, base: { name: 'wiregate' } });
     this.hooks = { ...opts.hooks };
     this.fastPaths = fastPaths();
@@ -187,6 +189,7 @@ export class Runtime {
   /** Starts broker and timers; listen() and attach() call it. Rejects on unusable configuration. */
   start(): Promise<void> {
     return (this.started ??= (async () => {
+      await this.authenticator?.ready();
       await this.hub.start();
       this.heartbeat.start();
       this.housekeeping = setInterval(() => this.sweep(), 1000);
@@ -289,7 +292,7 @@ export class Runtime {
       return;
     }
     if (this.drainingFlag) return adm.refuse(socket, DRAINING);
-    const ip = remoteIp(req, this.config.trustProxy);
+    const ip = this.clientIp(req);
     const refused = adm.check(req, ip);
     if (refused !== null) return adm.refuse(socket, refused);
     const protocol = adm.subprotocol(req);

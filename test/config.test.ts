@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { ConfigError, resolveConfig } from '../src/config/index.js';
-import { FIELDS, envName } from '../src/config/schema.js';
+import { ConfigError, resolveConfig, type CompressionConfig, type GatewayConfig, type GatewayOptions } from '../src/config/index.js';
+import { FIELDS, envName, type CompressionPreset, type TrustProxySetting } from '../src/config/schema.js';
 import { render } from '../scripts/gen-config-docs.js';
 
 test('defaults resolve, are frozen and match the table', () => {
@@ -63,7 +63,7 @@ test('precedence: defaults < file < env < flags < options; env and flag parsing'
   assert.deepEqual(c.allowedOrigins, ['https://a', 'https://b']);
   assert.equal(c.trustProxy, true);
   assert.throws(() => resolveConfig({ env: { WIREGATE_PORT: 'eighty' } }), /port \(from env WIREGATE_PORT\): must be an integer/);
-  assert.throws(() => resolveConfig({ env: { WIREGATE_TRUST_PROXY: 'maybe' } }), /must be true or false/);
+  assert.throws(() => resolveConfig({ env: { WIREGATE_REQUIRE_SUBPROTOCOL: 'maybe' } }), /requireSubprotocol \(from env WIREGATE_REQUIRE_SUBPROTOCOL\): must be true or false/);
   assert.throws(() => resolveConfig({ flags: new Map([['nope', '1']]) }), /nope \(from flag --nope\): unknown option/);
   assert.equal(envName('limits.maxConnectionsPerIp'), 'WIREGATE_LIMITS_MAX_CONNECTIONS_PER_IP');
 });
@@ -87,4 +87,45 @@ test('docs/configuration.md lists every option exactly as the schema says', () =
   const doc = readFileSync(new URL('../docs/configuration.md', import.meta.url), 'utf8');
   assert.equal(render(doc), doc, 'docs/configuration.md is stale: run `npx tsx scripts/gen-config-docs.ts`');
   for (const f of FIELDS) assert.ok(doc.includes(`\`${f.key}\``), f.key);
+});
+
+// ---- the GatewayConfig type is derived from the table: checked by `tsc` (npm run typecheck) ----
+
+type Equals<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
+type IsAny<T> = 0 extends 1 & T ? true : false;
+/** true if `any` or `unknown` appears anywhere in T. */
+type Loose<T> = IsAny<T> extends true ? true : unknown extends T ? true : T extends readonly (infer E)[] ? Loose<E> : T extends object ? { [K in keyof T]-?: Loose<T[K]> }[keyof T] : false;
+
+const typeChecks: [
+  Equals<Loose<GatewayConfig>, false>,
+  Equals<Loose<GatewayOptions>, false>,
+  Equals<GatewayConfig['port'], number>,
+  Equals<GatewayConfig['requireSubprotocol'], boolean>,
+  Equals<GatewayConfig['allowNoOrigin'], boolean>,
+  Equals<GatewayConfig['allowedOrigins'], readonly string[]>,
+  Equals<GatewayConfig['trustProxy'], TrustProxySetting>,
+  Equals<GatewayConfig['outbound']['policy'], 'close' | 'drop'>,
+  Equals<GatewayConfig['log']['level'], 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'>,
+  Equals<GatewayConfig['compression'], CompressionConfig>,
+  Equals<CompressionConfig['preset'], CompressionPreset>,
+  Equals<keyof GatewayConfig['heartbeat'], 'interval' | 'timeout'>,
+  Equals<keyof GatewayConfig['auth'], 'enabled' | 'secret' | 'publicKey' | 'jwksFile' | 'issuer' | 'audience'>,
+  Equals<GatewayOptions['limits'], Partial<GatewayConfig['limits']> | undefined>,
+] = [true, true, true, true, true, true, true, true, true, true, true, true, true, true];
+
+test('the config type has one property per row, nested by the dotted keys', () => {
+  assert.ok(typeChecks.every(Boolean));
+  const c = resolveConfig();
+  const keys = (o: object, prefix = ''): string[] =>
+    Object.entries(o).flatMap(([k, v]) => (v !== null && typeof v === 'object' && !Array.isArray(v) ? keys(v, `${prefix}${k}.`) : [`${prefix}${k}`]));
+  assert.deepEqual(keys(c).sort(), FIELDS.map((f) => f.key).sort());
+  // every default passes its own rule
+  for (const f of FIELDS) {
+    const options: Record<string, unknown> = {};
+    const parts = f.key.split('.');
+    let cur = options;
+    for (const p of parts.slice(0, -1)) cur = (cur[p] = {}) as Record<string, unknown>;
+    cur[parts[parts.length - 1]] = f.default;
+    assert.doesNotThrow(() => resolveConfig({ options: options as GatewayOptions }), f.key);
+  }
 });

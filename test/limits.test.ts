@@ -46,7 +46,7 @@ describe('connection limits at the upgrade', () => {
     const s = await startGateway({ limits: { maxConnectionsPerIp: 2 }, trustProxy: true });
     const h = await healthyProbe(s); // from 127.0.0.1 (no XFF)
     const x1 = await connect(s.url, 'wiregate.v1', { headers: { 'x-forwarded-for': '10.0.0.1' } });
-    const x2 = await connect(s.url, 'wiregate.v1', { headers: { 'x-forwarded-for': '10.0.0.1, 1.2.3.4' } });
+    const x2 = await connect(s.url, 'wiregate.v1', { headers: { 'x-forwarded-for': '1.2.3.4, 10.0.0.1' } }); // client-written 1.2.3.4, proxy-appended 10.0.0.1
     const r = await rejectedUpgrade(s.url, 'wiregate.v1', { headers: { 'x-forwarded-for': '10.0.0.1' } });
     assert.equal(r.status, 429);
     assert.equal(r.body.error, 'TOO_MANY_CONNECTIONS_FROM_IP');

@@ -1,7 +1,8 @@
 // JWT authentication (jose) and topic permissions carried in token claims.
 import { readFileSync } from 'node:fs';
-import { createSecretKey, type KeyObject } from 'node:crypto';
+import { createPublicKey, createSecretKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { createLocalJWKSet, decodeProtectedHeader, errors, importSPKI, jwtVerify, type JWTPayload, type JWTVerifyOptions, type JSONWebKeySet } from 'jose';
+import { ConfigError } from '../config/index.js';
 import { topicError, topicMatches } from '../protocol/topic.js';
 
 export interface AuthConfig {
@@ -64,9 +65,20 @@ type KeyInput = KeyObject | Awaited<ReturnType<typeof importSPKI>> | ReturnType<
 
 export interface Authenticator {
   verify(token: string): Promise<Identity>;
+  /**
+   * Resolves once the key material is loaded and usable; rejects with a ConfigError naming the
+   * field (`auth.publicKey`, `auth.jwksFile`) and the reason otherwise. Loading starts when the
+   * authenticator is created; every call returns the same promise. Await it before serving:
+   * with unusable keys every verify() rejects with that same error.
+   */
+  ready(): Promise<void>;
 }
 
-/** Builds a verifier; keys are imported once. Throws a plain Error for an unusable config. */
+/**
+ * Builds a verifier; keys are imported once, starting now (see `ready()`). Throws for an unusable
+ * config shape (not exactly one key source, alg none) and, as a ConfigError, for a JWKS file that
+ * cannot be read or parsed; unusable key material rejects `ready()`.
+ */
 export function createAuthenticator(cfg: AuthConfig): Authenticator {
   const sources = [cfg.secret, cfg.publicKey, cfg.jwksFile].filter((x) => x !== undefined && x !== '');
   if (sources.length !== 1) throw new Error('auth: set exactly one of secret, publicKey, jwksFile');
@@ -78,31 +90,39 @@ export function createAuthenticator(cfg: AuthConfig): Authenticator {
     algorithms = cfg.algorithms ?? HMAC_ALGS;
     keyPromise = Promise.resolve(createSecretKey(Buffer.from(cfg.secret, 'utf8')));
   } else if (cfg.publicKey) {
-    const pem = cfg.publicKey;
     algorithms = cfg.algorithms ?? ASYM_ALGS;
-    // importSPKI needs an algorithm; try them until one fits the key type.
-    keyPromise = (async () => {
-      for (const alg of cfg.algorithms ?? PEM_ALG_GUESS) {
-        try {
-          return await importSPKI(pem, alg, { extractable: false });
-        } catch {
-          /* try the next one */
-        }
-      }
-      throw new Error('auth: publicKey is not a PEM SPKI public key usable for JWT verification');
-    })();
+    keyPromise = loadPublicKey(cfg.publicKey, cfg.algorithms ?? PEM_ALG_GUESS);
   } else {
+    const file = cfg.jwksFile!;
+    const fail = (rule: string) => new ConfigError('auth.jwksFile', rule, file, '');
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw fail(`cannot read JWKS file: ${(err as Error).message}`);
+    }
     let jwks: JSONWebKeySet;
     try {
-      jwks = JSON.parse(readFileSync(cfg.jwksFile!, 'utf8')) as JSONWebKeySet;
+      jwks = JSON.parse(text) as JSONWebKeySet;
     } catch (err) {
-      throw new Error(`auth: cannot read JWKS file ${cfg.jwksFile}: ${(err as Error).message}`);
+      throw fail(`JWKS file is not valid JSON: ${(err as Error).message}`);
     }
-    if (!jwks || !Array.isArray(jwks.keys)) throw new Error(`auth: JWKS file ${cfg.jwksFile} has no "keys" array`);
-    algorithms = cfg.algorithms ?? ASYM_ALGS.concat(HMAC_ALGS);
-    keyPromise = Promise.resolve(createLocalJWKSet(jwks));
+    if (!jwks || typeof jwks !== 'object' || !Array.isArray(jwks.keys)) throw fail('JWKS file has no "keys" array');
+    // jose verifies no HMAC token against a key set (and oct keys are refused above)
+    algorithms = cfg.algorithms ?? ASYM_ALGS;
+    keyPromise = (async () => {
+      checkJwks(jwks.keys, fail);
+      try {
+        return createLocalJWKSet(jwks);
+      } catch (err) {
+        throw fail(`JWKS file is not a JSON Web Key Set: ${(err as Error).message}`);
+      }
+    })();
   }
-  keyPromise.catch(() => {}); // surfaced on first verify
+  const ready = keyPromise.then(() => undefined);
+  // reported by ready() and by every verify(); never an unhandled rejection
+  keyPromise.catch(() => {});
+  ready.catch(() => {});
 
   const options: JWTVerifyOptions = {
     algorithms,
@@ -114,6 +134,7 @@ export function createAuthenticator(cfg: AuthConfig): Authenticator {
   const permClaim = cfg.permissionsClaim ?? 'wg';
 
   return {
+    ready: () => ready,
     async verify(token: string): Promise<Identity> {
       if (typeof token !== 'string' || token.length === 0) throw new AuthError('TOKEN_MISSING', 'no token');
       let header;
@@ -136,6 +157,81 @@ export function createAuthenticator(cfg: AuthConfig): Authenticator {
       return identityFrom(payload, userClaim, permClaim);
     },
   };
+}
+
+/** How a PEM value is shown in errors: its first line only (never key material). */
+function pemLabel(pem: string): string {
+  const first = pem.trim().split('\n', 1)[0].trim();
+  return /^-----BEGIN [A-Z0-9 ]+-----$/.test(first) ? first : `${pem.length} characters, no PEM header`;
+}
+
+/** The node:crypto view of a public key, or why it cannot verify JWTs. */
+function keyProblem(key: KeyObject): string | null {
+  if (key.type !== 'public') return 'is not a public key';
+  const t = key.asymmetricKeyType;
+  if (t === 'rsa' || t === 'rsa-pss') {
+    const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
+    return bits < 2048 ? `is a ${bits}-bit RSA key; JWT verification needs 2048 bits or more` : null;
+  }
+  if (t === 'ec') {
+    const curve = key.asymmetricKeyDetails?.namedCurve;
+    return curve === 'prime256v1' || curve === 'secp384r1' || curve === 'secp521r1' ? null : `is an EC key on curve ${curve}; JWTs use P-256, P-384 or P-521`;
+  }
+  if (t === 'ed25519') return null;
+  return `is a ${t} key, which cannot verify JWTs (RSA, EC P-256/P-384/P-521 or Ed25519)`;
+}
+
+/** Imports a PEM (SPKI) public key for the first algorithm it fits, after checking it is one. */
+async function loadPublicKey(pem: string, algs: string[]): Promise<KeyInput> {
+  const fail = (rule: string) => new ConfigError('auth.publicKey', rule, pemLabel(pem), '');
+  if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem)) throw fail('is a private key; give the public key (PEM "BEGIN PUBLIC KEY", SPKI), and keep the private one secret');
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: pem, format: 'pem' });
+  } catch (err) {
+    throw fail(`is not a PEM public key (SPKI, "-----BEGIN PUBLIC KEY-----"): ${(err as Error).message}`);
+  }
+  const problem = keyProblem(key);
+  if (problem !== null) throw fail(problem);
+  // importSPKI needs an algorithm; try them until one fits the key type.
+  let last: unknown;
+  for (const alg of algs) {
+    try {
+      return await importSPKI(pem, alg, { extractable: false });
+    } catch (err) {
+      last = err;
+    }
+  }
+  throw fail(`is not a PEM SPKI public key usable for ${algs.join(', ')}: ${(last as Error | undefined)?.message ?? 'no algorithm'}`);
+}
+
+/**
+ * Checks every key of a JWKS that could be picked to verify a token (jose picks keys whose `use`
+ * is absent or `sig` and whose `key_ops`, if any, include `verify`): each must be a usable public
+ * key, and there must be at least one.
+ */
+function checkJwks(keys: unknown[], fail: (rule: string) => ConfigError): void {
+  let usable = 0;
+  keys.forEach((jwk, i) => {
+    if (jwk === null || typeof jwk !== 'object' || Array.isArray(jwk)) throw fail(`JWKS key ${i} is not an object`);
+    const k = jwk as JsonWebKey & { kid?: unknown; use?: unknown; key_ops?: unknown };
+    const name = typeof k.kid === 'string' ? `JWKS key ${i} (kid ${JSON.stringify(k.kid)})` : `JWKS key ${i}`;
+    if (k.use !== undefined && k.use !== 'sig') return;
+    if (Array.isArray(k.key_ops) && !k.key_ops.includes('verify')) return;
+    if (k.kty === 'oct') throw fail(`${name} is a symmetric (oct) key; a JWKS file holds public keys (use auth.secret for HMAC)`);
+    if (k.kty !== 'RSA' && k.kty !== 'EC' && k.kty !== 'OKP') throw fail(`${name} has an unsupported kty ${JSON.stringify(k.kty)}`);
+    if ('d' in k) throw fail(`${name} is a private key; a JWKS file must hold public keys only`);
+    let key: KeyObject;
+    try {
+      key = createPublicKey({ key: k, format: 'jwk' });
+    } catch (err) {
+      throw fail(`${name} is not a valid ${k.kty} public key: ${(err as Error).message}`);
+    }
+    const problem = keyProblem(key);
+    if (problem !== null) throw fail(`${name} ${problem}`);
+    usable++;
+  });
+  if (usable === 0) throw fail('JWKS file has no key for verifying signatures');
 }
 
 function mapJoseError(err: unknown): AuthError {

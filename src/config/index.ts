@@ -3,65 +3,20 @@
 // messages, then frozen.
 import { readFileSync } from 'node:fs';
 import { topicError } from '../protocol/topic.js';
-import { COMPRESSION_PRESETS, FIELDS, FIELD_BY_KEY, envName, type CompressionPreset, type Field } from './schema.js';
+import { trustProxyEntryError } from '../transport/http-util.js';
+import { COMPRESSION_PRESETS, FIELDS, FIELD_BY_KEY, envName, type CompressionPreset, type ConfigShape, type Field } from './schema.js';
 
-export interface CompressionConfig {
-  preset: CompressionPreset;
-  enabled: boolean;
-  threshold: number;
-  level: number;
-  memLevel: number;
-  serverMaxWindowBits: number;
-  clientMaxWindowBits: number;
-  serverNoContextTakeover: boolean;
-  clientNoContextTakeover: boolean;
-  concurrencyLimit: number;
-}
-
-export interface GatewayConfig {
-  host: string;
-  port: number;
-  path: string;
-  maxPayload: number;
-  requireSubprotocol: boolean;
-  allowedOrigins: readonly string[];
-  retainHeaders: readonly string[];
-  trustProxy: boolean;
-  limits: {
-    maxConnections: number;
-    maxConnectionsPerIp: number;
-    maxConnectionsPerUser: number;
-    handshakeRate: number;
-    handshakeBurst: number;
-    handshakeTimeout: number;
-    maxSubscriptions: number;
-    maxTopicLength: number;
-    maxTopicLevels: number;
-    messageRate: number;
-    messageBurst: number;
-    byteRate: number;
-    byteBurst: number;
-    rateLimitGrace: number;
-    maxFragments: number;
-    maxBufferedChunks: number;
-    maxPendingRequests: number;
-    maxProtocolErrors: number;
-  };
-  outbound: { maxBufferedBytes: number; policy: 'close' | 'drop'; topicPolicies: readonly string[] };
-  heartbeat: { interval: number; timeout: number };
-  requestTimeout: number;
-  drainTimeout: number;
-  compression: CompressionConfig;
-  httpPublish: { apiKey: string; maxBodyBytes: number };
-  auth: { enabled: boolean; secret: string; publicKey: string; jwksFile: string; issuer: string; audience: string };
-  metrics: { enabled: boolean; eventLoopResolution: number };
-  log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
-}
+/** The resolved, frozen configuration; its type is derived from the defaults table in schema.ts. */
+export type GatewayConfig = ConfigShape;
+export type CompressionConfig = GatewayConfig['compression'];
 
 type DeepPartial<T> = { [K in keyof T]?: T[K] extends readonly unknown[] ? T[K] : T[K] extends object ? DeepPartial<T[K]> : T[K] };
 export type GatewayOptions = DeepPartial<GatewayConfig>;
 
-/** Thrown for invalid configuration; `field`, `rule` and `value` say exactly what is wrong. */
+/**
+ * Thrown for invalid configuration; `field`, `rule` and `value` say exactly what is wrong, `source`
+ * where the value came from ('' when that is not known, e.g. for key material checked at start).
+ */
 export class ConfigError extends Error {
   override name = 'ConfigError';
   readonly code = 'WG_ERR_INVALID_CONFIG';
@@ -71,7 +26,7 @@ export class ConfigError extends Error {
     readonly value: unknown,
     readonly source = 'options',
   ) {
-    super(`invalid config ${field} (from ${source}): ${rule}, got ${JSON.stringify(value) ?? String(value)}`);
+    super(`invalid config ${field}${source ? ` (from ${source})` : ''}: ${rule}, got ${JSON.stringify(value) ?? String(value)}`);
   }
 }
 
@@ -124,10 +79,19 @@ export function parseFieldString(field: Field, raw: string, source: string): unk
       throw new ConfigError(field.key, 'must be true or false', raw, source);
     case 'list':
       return raw.split(',').map((s) => s.trim()).filter(Boolean);
+    case 'proxy': {
+      const t = raw.trim();
+      if (/^(true|yes|on)$/i.test(t)) return true;
+      if (/^(false|no|off)$/i.test(t)) return false;
+      if (/^\d+$/.test(t)) return Number(t);
+      return t.split(',').map((s) => s.trim()).filter(Boolean);
+    }
     default:
       return raw;
   }
 }
+
+const PROXY_RULE = 'must be false, true (one proxy), a hop count or a list of proxy addresses/CIDRs';
 
 function checkField(field: Field, v: unknown, source: string): void {
   switch (field.type) {
@@ -147,6 +111,18 @@ function checkField(field: Field, v: unknown, source: string): void {
       return;
     case 'list':
       if (!Array.isArray(v) || v.some((s) => typeof s !== 'string')) throw new ConfigError(field.key, 'must be a list of strings', v, source);
+      return;
+    case 'proxy':
+      if (typeof v === 'boolean') return;
+      if (typeof v === 'number') {
+        if (!Number.isInteger(v) || v < 0 || v > field.max) throw new ConfigError(field.key, `${PROXY_RULE}; a hop count must be an integer 0..${field.max}`, v, source);
+        return;
+      }
+      if (!Array.isArray(v) || v.some((s) => typeof s !== 'string')) throw new ConfigError(field.key, PROXY_RULE, v, source);
+      for (const entry of v as string[]) {
+        const err = trustProxyEntryError(entry);
+        if (err !== null) throw new ConfigError(field.key, `${PROXY_RULE}; entry ${JSON.stringify(entry)} ${err}`, v, source);
+      }
       return;
   }
 }
@@ -199,6 +175,11 @@ export function resolveConfig(sources: ConfigSources = {}): GatewayConfig {
     }
   }
   if (sources.options !== undefined) put(flatten(sources.options, 'options'), 'options');
+  // A config file may write trustProxy as a string too ("10.0.0.0/8, ::1", "2", "true").
+  for (const [key, entry] of set) {
+    const field = FIELD_BY_KEY.get(key)!;
+    if (field.type === 'proxy' && typeof entry.value === 'string') entry.value = parseFieldString(field, entry.value, entry.source);
+  }
 
   const cfg: Record<string, unknown> = {};
   for (const field of FIELDS) setPath(cfg, field.key, Array.isArray(field.default) ? [...field.default] : field.default);

@@ -1,21 +1,36 @@
 // The one defaults table. Every option wiregate reads is a row here: its type, default, rule and
-// meaning. Validation, environment variables, CLI flags and docs/configuration.md all derive
-// from it (test/config.test.ts keeps the docs in sync).
+// meaning. Validation, environment variables, CLI flags, docs/configuration.md and the
+// GatewayConfig type all derive from it (test/config.test.ts keeps the docs in sync).
 
-export type FieldType = 'int' | 'bool' | 'string' | 'enum' | 'list';
+export type FieldType = 'int' | 'bool' | 'string' | 'enum' | 'list' | 'proxy';
 
-export interface Field {
+/**
+ * Value of a `proxy` field (trustProxy): `false` or 0 (no proxy), `true` (= 1: exactly one proxy
+ * in front), a hop count, or the proxies' addresses and CIDR ranges.
+ */
+export type TrustProxySetting = boolean | number | readonly string[];
+
+interface FieldCommon {
   /** Dotted path, e.g. 'heartbeat.interval'. */
   key: string;
-  type: FieldType;
-  default: unknown;
+  doc: string;
+  /** Marks values that must not be printed (secrets). */
+  secret?: boolean;
   min?: number;
   max?: number;
   values?: readonly string[];
-  /** Marks values that must not be printed (secrets). */
-  secret?: boolean;
-  doc: string;
 }
+
+/** One row of the table; `type` decides the value's TypeScript type, parsing and validation. */
+export type Field = FieldCommon &
+  (
+    | { type: 'int'; default: number; min: number; max: number }
+    | { type: 'bool'; default: boolean }
+    | { type: 'string'; default: string }
+    | { type: 'enum'; default: string; values: readonly string[] }
+    | { type: 'list'; default: readonly string[] }
+    | { type: 'proxy'; default: TrustProxySetting; max: number }
+  );
 
 export const COMPRESSION_PRESETS = {
   off: { enabled: false },
@@ -35,14 +50,16 @@ export type CompressionPreset = keyof typeof COMPRESSION_PRESETS | 'custom';
 const KiB = 1024;
 const MiB = 1024 * 1024;
 
-export const FIELDS: readonly Field[] = [
+// `as const` keeps each row's literal type, from which ConfigShape below derives the config's type.
+const TABLE = [
   { key: 'host', type: 'string', default: '0.0.0.0', doc: 'Interface to listen on.' },
   { key: 'port', type: 'int', default: 8080, min: 0, max: 65535, doc: 'TCP port to listen on (0 picks a free port).' },
   { key: 'path', type: 'string', default: '/ws', doc: 'URL path that accepts WebSocket upgrades; other paths get 404.' },
   { key: 'maxPayload', type: 'int', default: 64 * KiB, min: 64, max: 64 * MiB, doc: 'Largest inbound message in bytes, checked after decompression too; larger closes with 1009.' },
   { key: 'requireSubprotocol', type: 'bool', default: false, doc: 'Reject upgrades that do not offer `wiregate.v1` (HTTP 426) instead of assuming it.' },
   { key: 'allowedOrigins', type: 'list', default: [], doc: 'If non-empty, upgrades whose Origin header is not in this list get HTTP 403.' },
-  { key: 'trustProxy', type: 'bool', default: false, doc: 'Take the client IP from the first X-Forwarded-For entry (only behind a trusted proxy).' },
+  { key: 'allowNoOrigin', type: 'bool', default: false, doc: 'With `allowedOrigins` set, also accept upgrades that send no Origin header at all (non-browser clients). Browsers always send Origin, so the check on them is unchanged; an empty Origin header is still refused.' },
+  { key: 'trustProxy', type: 'proxy', default: false, max: 100, doc: 'Which address is the client (the key of per-IP limits). `false`: the TCP peer, X-Forwarded-For ignored. A hop count N: N proxies in front, the client is the N-th X-Forwarded-For entry from the right; `true` means 1 (exactly one proxy). A list of proxy addresses/CIDRs (`10.0.0.0/8,::1`, or `loopback`, `linklocal`, `uniquelocal`): the rightmost address that is not a listed proxy. See "Behind a proxy" below.' },
   { key: 'retainHeaders', type: 'list', default: [], doc: 'Upgrade request headers (lower-case names) kept on `connection.headers` after the `onConnection` hook; all of them are there during it. Each kept header costs memory on every connection.' },
 
   { key: 'limits.maxConnections', type: 'int', default: 50_000, min: 1, max: 10_000_000, doc: 'Connections in total; more get HTTP 503 with Retry-After.' },
@@ -90,17 +107,50 @@ export const FIELDS: readonly Field[] = [
 
   { key: 'auth.enabled', type: 'bool', default: false, doc: 'Require a JWT on every upgrade (HTTP 401 before the upgrade otherwise).' },
   { key: 'auth.secret', type: 'string', default: '', secret: true, doc: 'HS256/384/512 shared secret.' },
-  { key: 'auth.publicKey', type: 'string', default: '', doc: 'PEM (SPKI) public key for RS256/ES256 tokens.' },
-  { key: 'auth.jwksFile', type: 'string', default: '', doc: 'Path of a JWKS JSON file (keys picked by kid).' },
+  { key: 'auth.publicKey', type: 'string', default: '', doc: 'PEM (SPKI) public key for RS*/PS*/ES*/EdDSA tokens. Checked at start: not a public key, a private key, or RSA under 2048 bits stops the gateway.' },
+  { key: 'auth.jwksFile', type: 'string', default: '', doc: 'Path of a JWKS JSON file (keys picked by kid). Read and checked at start: every signature key must be a usable public key, and there must be one.' },
   { key: 'auth.issuer', type: 'string', default: '', doc: 'Required `iss` claim (empty = not checked).' },
   { key: 'auth.audience', type: 'string', default: '', doc: 'Required `aud` claim (empty = not checked).' },
 
   { key: 'metrics.enabled', type: 'bool', default: true, doc: 'Serve Prometheus metrics on GET /metrics.' },
   { key: 'metrics.eventLoopResolution', type: 'int', default: 100, min: 10, max: 10_000, doc: 'Sampling period (ms) of the event-loop delay histogram (`nodejs_eventloop_lag_p99_seconds` and friends). Each sample is a timer wake-up; on an idle server with 10k connections 20 ms cost 0.32% of a core, 100 ms 0.11%, 1000 ms 0.035%. A stall longer than the period is always seen.' },
   { key: 'log.level', type: 'enum', default: 'info', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], doc: 'pino log level.' },
-];
+] as const satisfies readonly Field[];
+
+export const FIELDS: readonly Field[] = TABLE;
 
 export const FIELD_BY_KEY: ReadonlyMap<string, Field> = new Map(FIELDS.map((f) => [f.key, f]));
+
+// ---- the config type, derived from the table ----------------------------------------------------
+
+type Row = (typeof TABLE)[number];
+
+/** TypeScript type of a row's value: enum values become a union of literals. */
+type ValueOf<R> = R extends { type: 'int' }
+  ? number
+  : R extends { type: 'bool' }
+    ? boolean
+    : R extends { type: 'string' }
+      ? string
+      : R extends { type: 'enum'; values: readonly (infer V)[] }
+        ? V
+        : R extends { type: 'list' }
+          ? readonly string[]
+          : R extends { type: 'proxy' }
+            ? TrustProxySetting
+            : never;
+
+type Head<K extends string> = K extends `${infer H}.${string}` ? H : K;
+/** The rows under `H.`, with that prefix taken off their keys. */
+type Under<R, H extends string> = R extends { key: `${H}.${infer Rest}` } ? Omit<R, 'key'> & { key: Rest } : never;
+type Shape<R extends { key: string }> = {
+  [H in Head<R['key']>]: [Extract<R, { key: H }>] extends [never] ? Shape<Under<R, H>> : ValueOf<Extract<R, { key: H }>>;
+};
+/** Flattens intersections and mapped types for readable hovers and error messages. */
+type Expand<T> = T extends readonly unknown[] ? T : T extends object ? { [K in keyof T]: Expand<T[K]> } : T;
+
+/** The resolved configuration's type: one property per row, nested by the dotted keys. */
+export type ConfigShape = Expand<Shape<Row>>;
 
 /** WIREGATE_ + upper snake case of the dotted key: heartbeat.interval -> WIREGATE_HEARTBEAT_INTERVAL. */
 export function envName(key: string): string {
