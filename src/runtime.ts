@@ -95,7 +95,7 @@ export class Runtime {
     this.admission = new Admission({
       limits: c.limits,
       allowedOrigins: c.allowedOrigins,
-      allowNoOrigin: (c as { allowNoOrigin?: boolean }).allowNoOrigin ?? false,
+      allowNoOrigin: c.allowNoOrigin,
       requireSubprotocol: c.requireSubprotocol,
     });
     this.writer = new TickWriter(c.compression);
