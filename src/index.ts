@@ -4,7 +4,7 @@ export { ReplyError } from './errors.js';
 export { resolveConfig, ConfigError, type GatewayConfig, type GatewayOptions } from './config/index.js';
 export { COMPRESSION_PRESETS, FIELDS as CONFIG_FIELDS } from './config/schema.js';
 export type { Connection, RequestContext } from './connection/session.js';
-export type { Hooks, MethodHandler, Stats } from './connection/core.js';
+export type { Hooks, MethodHandler } from './connection/core.js';
 export type { Broker, BrokerDeliver } from './pubsub/broker.js';
 export { MemoryBroker } from './pubsub/memory-broker.js';
 export { AuthError, type Identity } from './auth/jwt.js';

@@ -350,3 +350,29 @@ describe('request timeouts from one timer', () => {
     assert.equal(timer.pending, 0);
   });
 });
+
+describe('8. attach() with configuration that cannot start', () => {
+  test('no unhandled rejection: the error is logged, upgrades are refused, start() rejects with it', async (t) => {
+    const { createServer } = await import('node:http');
+    const { pino } = await import('pino');
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => unhandled.push(e);
+    process.on('unhandledRejection', onUnhandled);
+    t.after(() => process.off('unhandledRejection', onUnhandled));
+    const lines: Array<{ level: number; msg: string }> = [];
+    const logger = pino({ level: 'error' }, { write: (l: string) => lines.push(JSON.parse(l)) });
+    const gw = createGateway({ auth: { enabled: true, publicKey: '-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----' }, logger });
+    const server = createServer();
+    t.after(() => new Promise((r) => server.close(r)));
+    t.after(() => gw.close({ drainTimeout: 0 }));
+    gw.attach(server);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as import('node:net').AddressInfo).port;
+    await assert.rejects(gw.start(), /auth\.publicKey/);
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(unhandled, []);
+    assert.ok(lines.some((l) => /failed to start/.test(l.msg)), 'the start failure is logged');
+    const status = await rawUpgrade(port, { ...GOOD, Authorization: 'Bearer a.b.c' });
+    assert.ok(status >= 400, `upgrade refused (${status})`);
+  });
+});

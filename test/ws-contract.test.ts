@@ -113,3 +113,24 @@ test('an untested ws version turns every fast path off, with the reason', () => 
   assert.match(fp.reason, /8\.99\.0/);
   assert.equal(fastPaths({ WIREGATE_FAST_PATHS: 'off' }).directWrites, false);
 });
+
+test('a warning is logged at start when a fast path is off', async (t) => {
+  const { pino } = await import('pino');
+  const lines: Array<{ level: number; msg: string; fastPaths?: { reason: string } }> = [];
+  const logger = pino({ level: 'warn' }, { write: (l: string) => lines.push(JSON.parse(l)) });
+  const prev = process.env.WIREGATE_FAST_PATHS;
+  process.env.WIREGATE_FAST_PATHS = 'off';
+  let gw;
+  try {
+    gw = createGateway({ host: '127.0.0.1', port: 0, logger });
+  } finally {
+    if (prev === undefined) delete process.env.WIREGATE_FAST_PATHS;
+    else process.env.WIREGATE_FAST_PATHS = prev;
+  }
+  t.after(() => gw.close({ drainTimeout: 0 }));
+  await gw.listen();
+  const warn = lines.find((l) => l.level === 40 && /fast paths off/.test(l.msg));
+  assert.ok(warn, `a warning names the fast paths that are off: ${JSON.stringify(lines)}`);
+  assert.match(warn.fastPaths!.reason, /WIREGATE_FAST_PATHS=off/);
+  assert.deepEqual((gw.info as { fastPaths: { directWrites: boolean } }).fastPaths.directWrites, false);
+});
