@@ -2,31 +2,21 @@
 // is the gateway itself because the script `exec`s node), and the second-signal escape hatch.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { connect as tcpConnect, type Socket } from 'node:net';
-import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { ensureBuilt } from './proc.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CLI = ['--import', 'tsx', '-e', "import('./src/cli/main.ts').then((m) => m.main(process.argv.slice(1)))"];
 type T = { after: (fn: () => unknown) => void };
 
-/** `npm start` runs dist/: build it when it is missing or older than a source file. */
+/** `npm start` runs dist/. */
 before(() => {
-  const main = join(ROOT, 'dist/cli/main.js');
-  const newest = (dir: string): number =>
-    Math.max(0, ...readdirSync(dir).map((n) => {
-      const p = join(dir, n);
-      const st = statSync(p);
-      return st.isDirectory() ? newest(p) : st.mtimeMs;
-    }));
-  if (existsSync(main) && statSync(main).mtimeMs >= newest(join(ROOT, 'src'))) return;
-  const r = spawnSync('npm', ['run', 'build'], { cwd: ROOT, encoding: 'utf8' });
-  // tsc emits even with type errors elsewhere; these tests need a runnable dist/
-  assert.ok(existsSync(main) && statSync(main).mtimeMs >= newest(join(ROOT, 'src')), `npm run build did not refresh dist/:\n${r.stdout}\n${r.stderr}`);
+  ensureBuilt();
 });
 
 interface Running {

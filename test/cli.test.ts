@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
+import { killAtEnd } from './proc.js';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -74,13 +75,7 @@ test('--help / -h print usage and exit 0 for every command; unknown options exit
 /** Runs `wiregate start` to its end; resolves with the exit code and stderr. */
 async function startFails(t: { after: (fn: () => unknown) => void }, args: string[]): Promise<{ code: number | null; stderr: string }> {
   const child = cli(['start', ...args]);
-  const exited = once(child, 'exit') as Promise<[number | null]>;
-  t.after(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-      await exited;
-    }
-  });
+  const exited = killAtEnd(t, child);
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
   child.stdout!.resume();

@@ -24,15 +24,16 @@
 // edited byte fails either the replay or this check.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
 import WebSocket from 'ws';
 import { Packr, Unpackr } from 'msgpackr';
+import { ensureBuilt, killAtEnd } from './proc.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const DOC = join(ROOT, 'docs/protocol.md');
@@ -131,32 +132,10 @@ const hex = (b: Uint8Array | number[]) => Buffer.from(b).toString('hex').replace
 
 // ---- starting the gateway the way a newcomer does ------------------------------------------------
 
-/** `npm start` runs dist/: build it when it is missing or older than a source file. */
-function ensureBuilt(): string[] {
-  const main = join(ROOT, 'dist/cli/main.js');
-  const newest = (dir: string): number =>
-    Math.max(0, ...readdirSync(dir).map((n) => {
-      const p = join(dir, n);
-      const st = statSync(p);
-      return st.isDirectory() ? newest(p) : st.mtimeMs;
-    }));
-  if (existsSync(main) && statSync(main).mtimeMs >= newest(join(ROOT, 'src'))) return [];
-  const r = spawnSync('npm', ['run', 'build'], { cwd: ROOT, encoding: 'utf8' });
-  assert.ok(existsSync(main), `npm run build did not produce dist/cli/main.js:\n${r.stdout}\n${r.stderr}`);
-  // tsc emits even with type errors; the typecheck is npm test's job, this test needs a runnable dist/
-  return r.status === 0 ? [] : [`npm run build exited ${r.status}:\n${r.stdout}${r.stderr}`];
-}
-
 /** Spawns a gateway process and resolves with its port from the `wiregate listening` log line. */
 async function spawnGateway(t: { after: (fn: () => unknown) => void }, args: string[]): Promise<number> {
   const child: ChildProcess = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = once(child, 'exit');
-  t.after(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-      await exited;
-    }
-  });
+  const exited = killAtEnd(t, child);
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
   for await (const line of createInterface({ input: child.stdout! })) {
