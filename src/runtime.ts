@@ -8,14 +8,16 @@ import type { Duplex } from 'node:stream';
 import { pino, type Logger } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Registry } from 'prom-client';
-import type { GatewayConfig } from './config/index.js';
+import { parseHistoryEntry, type GatewayConfig } from './config/index.js';
 import { CloseCode } from './protocol/codes.js';
 import { SUBPROTOCOL_BATCH, encodePayload } from './protocol/messages.js';
 import { DEFAULT_MAX_DEPTH } from './protocol/scan.js';
 import { topicError, topicMatches, type TopicLimits } from './protocol/topic.js';
 import { Hub } from './pubsub/hub.js';
+import { Presence } from './pubsub/presence.js';
+import { randomBytes } from 'node:crypto';
 import { MemoryBroker } from './pubsub/memory-broker.js';
-import type { Broker } from './pubsub/broker.js';
+import type { Broker, HistoryPolicy } from './pubsub/broker.js';
 import { Session, type SessionContext } from './connection/session.js';
 import { Dispatcher } from './connection/dispatch.js';
 import { RequestTimer } from './connection/requests.js';
@@ -57,6 +59,7 @@ export class Runtime {
   readonly writer: TickWriter;
   readonly requests: RequestTimer;
   readonly credentials: Credentials<Session>;
+  readonly presence: Presence<Session>;
   readonly dispatcher: Dispatcher;
   /** Open sessions. */
   readonly sessions = new Set<Session>();
@@ -81,7 +84,8 @@ export class Runtime {
     this.hooks = { ...opts.hooks };
     this.fastPaths = fastPaths();
     this.topicLimits = Object.freeze({ maxLength: c.limits.maxTopicLength, maxLevels: c.limits.maxTopicLevels });
-    this.hub = new Hub(opts.broker ?? new MemoryBroker(), outboundPolicy(c));
+    const broker = opts.broker ?? new MemoryBroker({ historyMaxBytes: c.history.maxBytes, retainedMaxTopics: c.retained.maxTopics, retainedMaxBytes: c.retained.maxBytes });
+    this.hub = new Hub(broker, outboundPolicy(c), historyPolicy(c));
     this.authenticator = c.auth.enabled
       ? createAuthenticator({
           enabled: true,
@@ -100,6 +104,7 @@ export class Runtime {
     });
     this.writer = new TickWriter(c.compression);
     this.requests = new RequestTimer(c.requestTimeout);
+    this.presence = new Presence<Session>(broker, c.presence.topics, randomBytes(4).toString('hex'), c.presence.ttl, (err) => this.log.error({ err }, 'presence update failed'));
     this.credentials = new Credentials<Session>(this.authenticator, (s) => this.sessions.has(s));
     this.dispatcher = new Dispatcher({
       stats: this.stats,
@@ -113,6 +118,9 @@ export class Runtime {
       maxPendingRequests: c.limits.maxPendingRequests,
       requests: this.requests,
       credentials: this.credentials,
+      presence: this.presence,
+      maxRecover: c.history.maxRecover,
+      retainedOff: c.retained.maxTopics === 0,
       draining: () => this.drainingFlag,
     });
     this.sessionContext = {
@@ -181,7 +189,7 @@ export class Runtime {
   async publish(topic: string, data: unknown): Promise<{ seq: number }> {
     const err = topicError(topic, false, this.topicLimits);
     if (err !== null) throw new TypeError(`invalid topic ${JSON.stringify(topic)}: ${err}`);
-    const seq = await this.hub.publish(topic, encodePayload(data), 0);
+    const { seq } = await this.hub.publish(topic, encodePayload(data), 0);
     this.stats.publishes++;
     return { seq };
   }
@@ -190,7 +198,7 @@ export class Runtime {
   start(): Promise<void> {
     return (this.started ??= (async () => {
       await this.authenticator?.ready();
-      await this.hub.start();
+      await this.hub.start((topic, kind, entry) => this.presence.event(topic, kind, entry));
       this.heartbeat.start();
       this.housekeeping = setInterval(() => this.sweep(), 1000);
       this.housekeeping.unref();
@@ -267,6 +275,7 @@ export class Runtime {
       await gone;
     }
     this.requests.clear();
+    this.presence.stop();
     if (this.server) {
       this.server.closeAllConnections();
       await new Promise<void>((r) => this.server!.close(() => r()));
@@ -399,6 +408,8 @@ export class Runtime {
     const subs = s.takeSubscriptions();
     if (subs !== null) {
       for (const pattern of subs) {
+        this.presence.leave(s, pattern);
+        this.presence.unwatch(s, pattern);
         const r = this.hub.unsubscribe(s, pattern);
         if (r !== undefined) r.catch(() => {});
       }
@@ -441,5 +452,30 @@ function outboundPolicy(c: GatewayConfig): (topic: string) => boolean {
   return (topic) => {
     for (const r of rules) if (topicMatches(r.pattern, topic)) return r.drop;
     return fallback;
+  };
+}
+
+/**
+ * The history policy of a topic from `history.topics` (first matching pattern wins), or null.
+ * Without entries it is a constant null: topics without history cost nothing. With entries the
+ * answer per topic is cached (bounded), so the patterns are matched once per topic, not per publish.
+ */
+function historyPolicy(c: GatewayConfig): (topic: string) => HistoryPolicy | null {
+  const rules = c.history.topics.map((e) => parseHistoryEntry(e)!);
+  if (rules.length === 0) return () => null;
+  const cache = new Map<string, HistoryPolicy | null>();
+  return (topic) => {
+    let p = cache.get(topic);
+    if (p !== undefined) return p;
+    p = null;
+    for (const r of rules) {
+      if (topicMatches(r.pattern, topic)) {
+        p = Object.freeze({ limit: r.limit, ttl: r.ttl });
+        break;
+      }
+    }
+    if (cache.size >= 100_000) cache.clear();
+    cache.set(topic, p);
+    return p;
   };
 }

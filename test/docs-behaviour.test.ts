@@ -10,6 +10,7 @@ import { connect as tcpConnect, type Socket } from 'node:net';
 import { SignJWT } from 'jose';
 import WebSocket from 'ws';
 import { connect, rejectedUpgrade, startGateway, type Client, type Started } from './helpers.js';
+import { MemoryBroker, type Broker } from '../src/index.js';
 
 interface HttpAnswer {
   status: number;
@@ -221,10 +222,9 @@ test('HTTP publish: 503 UNAVAILABLE with Retry-After: 1 while the gateway drains
 });
 
 test('HTTP publish: 500 INTERNAL when the broker fails', async (t) => {
-  const s = await started(t, {
-    httpPublish: { apiKey: KEY },
-    broker: { start() {}, publish: () => Promise.reject(new Error('broker down')), subscribe() {}, unsubscribe() {}, close() {} },
-  });
+  const broker: Broker = new MemoryBroker();
+  broker.publish = () => Promise.reject(new Error('broker down'));
+  const s = await started(t, { httpPublish: { apiKey: KEY }, broker });
   const a = await http(s.http, 'POST', '/v1/publish', { ...bearer(), ...JSON_TYPE }, '{"topic": "a/b", "payload": 1}');
   assert.deepEqual([a.status, a.json], [500, { error: 'INTERNAL', message: 'publish failed' }]);
 });

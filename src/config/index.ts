@@ -207,6 +207,14 @@ export function resolveConfig(sources: ConfigSources = {}): GatewayConfig {
       throw new ConfigError('outbound.topicPolicies', 'entries must be `<topic pattern>=close` or `<topic pattern>=drop`', entry, set.get('outbound.topicPolicies')?.source);
     }
   }
+  for (const entry of c.history.topics) {
+    if (parseHistoryEntry(entry) === null) {
+      throw new ConfigError('history.topics', 'entries must be `<topic pattern>=<count>` or `<topic pattern>=<count>/<seconds>s` with count >= 1', entry, set.get('history.topics')?.source);
+    }
+  }
+  for (const pattern of c.presence.topics) {
+    if (topicError(pattern, true) !== null) throw new ConfigError('presence.topics', 'entries must be topic patterns', pattern, set.get('presence.topics')?.source);
+  }
   if (c.auth.enabled) {
     const keys = [c.auth.secret, c.auth.publicKey, c.auth.jwksFile].filter(Boolean).length;
     if (keys !== 1) throw new ConfigError('auth', 'auth.enabled needs exactly one of auth.secret, auth.publicKey, auth.jwksFile', keys === 0 ? 'none set' : 'several set', set.get('auth.enabled')?.source);
@@ -233,3 +241,16 @@ export function redactConfig(c: GatewayConfig): Record<string, unknown> {
 }
 
 export { FIELDS, envName, COMPRESSION_PRESETS };
+
+/** A `history.topics` entry: `<pattern>=<count>` or `<pattern>=<count>/<seconds>s`; null when malformed. */
+export function parseHistoryEntry(entry: string): { pattern: string; limit: number; ttl: number } | null {
+  const eq = entry.lastIndexOf('=');
+  if (eq <= 0) return null;
+  const pattern = entry.slice(0, eq);
+  const m = /^(\d+)(?:\/(\d+)s)?$/.exec(entry.slice(eq + 1));
+  if (m === null || topicError(pattern, true) !== null) return null;
+  const limit = Number(m[1]);
+  const ttl = m[2] === undefined ? 0 : Number(m[2]) * 1000;
+  if (limit < 1 || limit > 1_000_000 || ttl > 365 * 86_400_000) return null;
+  return { pattern, limit, ttl };
+}

@@ -85,6 +85,14 @@ const TABLE = [
   { key: 'outbound.policy', type: 'enum', default: 'close', values: ['close', 'drop'], doc: 'What happens to a consumer over budget: `close` (4000 SLOW_CONSUMER) or `drop` (skip deliveries, then send GAP).' },
   { key: 'outbound.topicPolicies', type: 'list', default: [], doc: 'Per-topic overrides of outbound.policy as `pattern=close|drop` entries; the first matching pattern wins, e.g. `telemetry/#=drop`.' },
 
+  { key: 'history.topics', type: 'list', default: [], doc: 'Topics whose messages are kept for recovery and HISTORY, as `<topic pattern>=<count>` or `<topic pattern>=<count>/<seconds>s` entries (the last N messages, and none older than T); the first matching pattern wins, e.g. `rooms/#=100/300s`. Other topics keep no history and cost nothing.' },
+  { key: 'history.maxBytes', type: 'int', default: 64 * MiB, min: 1024, max: 64 * 1024 * MiB, doc: 'Memory cap of all kept history together (payload bytes plus 64 per message); past it the oldest messages of any topic are evicted (`wiregate_history_evictions_total`).' },
+  { key: 'history.maxRecover', type: 'int', default: 300, min: 1, max: 100_000, doc: 'Most messages one SUBSCRIBE may recover; a client that missed more gets `recovered: false` and resynchronises (so a reconnect storm cannot become a memory spike).' },
+  { key: 'retained.maxTopics', type: 'int', default: 100_000, min: 0, max: 100_000_000, doc: 'Most topics with a retained value (0 disables retained messages: `retain: true` gets ERROR NOT_ENABLED). A retained publish past this or `retained.maxBytes` is delivered but not retained, and the topic loses its older retained value (`wiregate_retained_rejected_total`).' },
+  { key: 'retained.maxBytes', type: 'int', default: 64 * MiB, min: 0, max: 64 * 1024 * MiB, doc: 'Memory cap of all retained values together (payload bytes).' },
+  { key: 'presence.topics', type: 'list', default: [], doc: 'Topic patterns whose subscribers are tracked for PRESENCE requests and join/leave events (exact-topic subscriptions only).' },
+  { key: 'presence.ttl', type: 'int', default: 60_000, min: 1000, max: 3_600_000, doc: 'Milliseconds a presence entry lives unless its node refreshes it (every ttl/3); entries of a node that vanished expire after this.' },
+
   { key: 'heartbeat.interval', type: 'int', default: 30_000, min: 0, max: 3_600_000, doc: 'Milliseconds of silence after which a connection is pinged (0 disables heartbeats).' },
   { key: 'heartbeat.timeout', type: 'int', default: 10_000, min: 10, max: 3_600_000, doc: 'Milliseconds to wait for any frame after a ping before terminating the connection.' },
 

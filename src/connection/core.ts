@@ -22,6 +22,8 @@ export interface Stats {
   heartbeatPings: number;
   heartbeatTerminations: number;
   httpPublishes: number;
+  /** Messages replayed from history to recovering subscribers. */
+  recovered: number;
   /** Errors sent to clients, by error code; -1 = malformed frame, -2 = text frame. */
   errors: Map<number, number>;
 }
@@ -47,6 +49,7 @@ export function newStats(): Stats {
     heartbeatPings: 0,
     heartbeatTerminations: 0,
     httpPublishes: 0,
+    recovered: 0,
     errors: new Map(),
   };
 }

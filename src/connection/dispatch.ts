@@ -5,6 +5,11 @@
 import type { Logger } from 'pino';
 import { CloseCode, ErrorCode } from '../protocol/codes.js';
 import {
+  DeliveryFlag,
+  HEADROOM,
+  encodeDelivery,
+  encodeHistoryResult,
+  encodePresenceResult,
   MsgType,
   MalformedFrameError,
   decode,
@@ -18,8 +23,11 @@ import {
   type PublishOptions,
 } from '../protocol/messages.js';
 import { newEnvelope, parseEnvelope } from '../protocol/envelope.js';
-import { topicError, type TopicLimits } from '../protocol/topic.js';
+import { isPattern, topicError, type TopicLimits } from '../protocol/topic.js';
+import { historyOptions, subscribeOptions, type SubscribeOptions } from '../protocol/options.js';
+import type { Presence } from '../pubsub/presence.js';
 import type { Hub } from '../pubsub/hub.js';
+import type { BrokerPublishResult, RetainedMessage } from '../pubsub/broker.js';
 import type { Credentials } from '../auth/credentials.js';
 import { ReplyError } from '../errors.js';
 import type { Hooks, MethodHandler, Stats } from './core.js';
@@ -38,6 +46,11 @@ export interface DispatchContext {
   readonly maxPendingRequests: number;
   readonly requests: RequestTimer;
   readonly credentials: Credentials<Session>;
+  readonly presence: Presence<Session>;
+  /** history.maxRecover: most messages one SUBSCRIBE replays (recovered or retained), largest HISTORY limit. */
+  readonly maxRecover: number;
+  /** retained.maxTopics is 0. */
+  readonly retainedOff: boolean;
   draining(): boolean;
 }
 
@@ -129,7 +142,7 @@ export class Dispatcher {
       case MsgType.REQUEST:
         return this.request(s, msg[1], msg[2], msg[3]);
       case MsgType.SUBSCRIBE:
-        return this.subscribe(s, msg[1], msg[2]);
+        return this.subscribe(s, msg[1], msg[2], msg[3]);
       case MsgType.UNSUBSCRIBE:
         return this.unsubscribe(s, msg[1], msg[2]);
       case MsgType.PING:
@@ -137,6 +150,10 @@ export class Dispatcher {
         return;
       case MsgType.REFRESH:
         return this.ctx.credentials.refresh(s, msg[1], msg[2]);
+      case MsgType.HISTORY:
+        return this.history(s, msg[1], msg[2], msg[3]);
+      case MsgType.PRESENCE:
+        return this.presence(s, msg[1], msg[2]);
     }
   }
 
@@ -159,38 +176,57 @@ export class Dispatcher {
     const ctx = this.ctx;
     const bytes = raw ?? encodePayload(payload);
     const exclude = opts.noEcho === true ? s.id : 0;
-    let seq: number | Promise<number>;
+    let retain = false;
+    if (opts !== PUBLISH_OPTS_DEFAULT && opts.retain !== undefined) {
+      if (typeof opts.retain !== 'boolean') return s.sendError(id, ErrorCode.BAD_REQUEST, 'retain must be a boolean');
+      retain = opts.retain;
+      if (retain && ctx.retainedOff) return s.sendError(id, ErrorCode.NOT_ENABLED, 'retained messages are disabled (retained.maxTopics = 0)');
+    }
+    let r: BrokerPublishResult | Promise<BrokerPublishResult>;
     try {
-      seq = ctx.hub.publish(topic, bytes, exclude);
+      r = ctx.hub.publish(topic, bytes, exclude, retain);
     } catch (err) {
       return this.replyThrown(s, id, err);
     }
     ctx.stats.publishes++;
     if (id === 0) {
-      if (typeof seq !== 'number') seq.catch((err) => ctx.log.error({ err }, 'publish failed'));
+      if (isThenable(r)) r.catch((err) => ctx.log.error({ err }, 'publish failed'));
       return;
     }
-    if (typeof seq === 'number') s.send(encodeResult(id, seq));
-    else seq.then((n) => s.send(encodeResult(id, n)), (err) => this.replyThrown(s, id, err));
+    if (!isThenable(r)) s.send(encodeResult(id, r.seq));
+    else r.then((a) => s.send(encodeResult(id, a.seq)), (err) => this.replyThrown(s, id, err));
   }
 
-  private subscribe(s: Session, id: number, pattern: string): void {
+  private subscribe(s: Session, id: number, pattern: string, options: Record<string, unknown> | undefined): void {
     const ctx = this.ctx;
+    const o = subscribeOptions(options);
+    if (typeof o === 'string') return s.sendError(id, ErrorCode.BAD_REQUEST, o);
+    const exact = !isPattern(pattern);
+    if (o.since !== null && !exact) return s.sendError(id, ErrorCode.BAD_REQUEST, 'since (recovery) needs a topic without wildcards');
+    if (o.presence && !exact) return s.sendError(id, ErrorCode.BAD_REQUEST, 'presence events need a topic without wildcards');
+    if (o.presence && !ctx.presence.enabled(pattern)) return s.sendError(id, ErrorCode.NOT_ENABLED, `no presence is kept for ${pattern}`);
     if (s.subscriptions.has(pattern)) return ok(s, id);
     if (s.subscriptions.size >= ctx.maxSubscriptions) {
       return s.sendError(id, ErrorCode.TOO_MANY_SUBSCRIPTIONS, `at most ${ctx.maxSubscriptions} subscriptions per connection`);
     }
     if (s.canSubscribe !== null && !s.canSubscribe(pattern)) return s.sendError(id, ErrorCode.FORBIDDEN, `not allowed to subscribe to ${pattern}`);
     const hook = ctx.hooks.authorizeSubscribe;
-    if (hook === undefined) return this.doSubscribe(s, id, pattern);
+    if (hook === undefined) return this.doSubscribe(s, id, pattern, o);
     settle(
       () => hook(s, pattern),
-      (allowed) => (allowed ? this.doSubscribe(s, id, pattern) : s.sendError(id, ErrorCode.FORBIDDEN, `not allowed to subscribe to ${pattern}`)),
+      (allowed) => (allowed ? this.doSubscribe(s, id, pattern, o) : s.sendError(id, ErrorCode.FORBIDDEN, `not allowed to subscribe to ${pattern}`)),
       (err) => this.replyThrown(s, id, err),
     );
   }
 
-  private doSubscribe(s: Session, id: number, pattern: string): void {
+  /**
+   * Subscribes, then answers in this order: RESULT (with `{seq, epoch}` for an exact topic that
+   * keeps history or when recovering, and `recovered`), the recovered messages (flag RECOVERED),
+   * the retained values of matching topics (flag RETAINED; not after a successful recovery), then
+   * live messages. Live messages published while history is read are held and merged by seq, so
+   * none is lost or repeated whatever the broker's latency.
+   */
+  private doSubscribe(s: Session, id: number, pattern: string, o: SubscribeOptions): void {
     if (s.closing || s.ws.readyState !== 1) return;
     const ctx = this.ctx;
     if (s.subscriptions.has(pattern)) return ok(s, id);
@@ -198,20 +234,120 @@ export class Dispatcher {
     if (s.subscriptions.size >= ctx.maxSubscriptions) {
       return s.sendError(id, ErrorCode.TOO_MANY_SUBSCRIPTIONS, `at most ${ctx.maxSubscriptions} subscriptions per connection`);
     }
+    const exact = !isPattern(pattern);
+    const broker = ctx.hub.broker;
+    const position = exact && (o.since !== null || ctx.hub.historyPolicy(pattern) !== null);
+    const retained = o.retained && broker.features.retained;
     s.addSubscription(pattern);
     ctx.stats.subscriptions++;
-    const r = ctx.hub.subscribe(s, pattern);
-    if (r === undefined) return ok(s, id);
-    r.then(() => ok(s, id), (err) => this.replyThrown(s, id, err));
+    if (o.since !== null) s.hold(pattern);
+    const done = (err: unknown) => {
+      if (o.since !== null) s.release(pattern, Infinity);
+      this.replyThrown(s, id, err);
+    };
+    then(
+      ctx.hub.subscribe(s, pattern),
+      () => {
+        if (exact && ctx.presence.enabled(pattern)) {
+          ctx.presence.join(s, pattern);
+          if (o.presence) ctx.presence.watch(s, pattern);
+        }
+        if (!position && !retained) return ok(s, id);
+        const since = o.since;
+        if (since === null) {
+          if (!position) return this.sendRetained(s, id, pattern, null, done);
+          return then(broker.position(pattern), (pos) => this.sendRetained(s, id, pattern, { seq: pos.seq, epoch: pos.epoch }, done), done);
+        }
+        then(
+          broker.history(pattern, { since, limit: ctx.maxRecover }),
+          (page) => {
+            if (s.closing) return;
+            const pos = page.position;
+            if (!page.complete && since.epoch === pos.epoch && since.seq > pos.seq) {
+              // a position this topic never reached: refuse, and undo the subscription
+              s.release(pattern, Infinity);
+              this.unsubscribe(s, 0, pattern);
+              return s.sendError(id, ErrorCode.BAD_REQUEST, `since.seq ${since.seq} is ahead of the topic (seq ${pos.seq})`);
+            }
+            const recovered = page.complete && !page.more;
+            if (!recovered) {
+              // the client resynchronises: the current position, retained values, then what follows it
+              return this.sendRetained(s, id, pattern, { seq: pos.seq, epoch: pos.epoch, recovered: false }, done, pos.seq);
+            }
+            if (id !== 0) s.send(encodeResult(id, { seq: pos.seq, epoch: pos.epoch, recovered: true }));
+            let last = since.seq;
+            for (const pub of page.publications) {
+              s.send(encodeDelivery(pattern, pub.seq, pub.payload, HEADROOM, DeliveryFlag.RECOVERED));
+              last = pub.seq;
+            }
+            ctx.stats.recovered += page.publications.length;
+            s.release(pattern, last);
+          },
+          done,
+        );
+      },
+      done,
+    );
+  }
+
+  /** RESULT (with `head` when given), the retained values matching `pattern`, then held live messages after `after`. */
+  private sendRetained(s: Session, id: number, pattern: string, head: Record<string, unknown> | null, fail: (err: unknown) => void, after = 0): void {
+    const ctx = this.ctx;
+    const broker = ctx.hub.broker;
+    const finish = (list: readonly RetainedMessage[]) => {
+      if (s.closing) return;
+      if (id !== 0) s.send(head === null ? encodeResult(id) : encodeResult(id, head));
+      for (const r of list) s.send(encodeDelivery(r.topic, r.seq, r.payload, HEADROOM, DeliveryFlag.RETAINED));
+      s.release(pattern, after);
+    };
+    if (!broker.features.retained || ctx.retainedOff) return finish([]);
+    then(broker.retained(pattern, ctx.maxRecover), finish, fail);
   }
 
   private unsubscribe(s: Session, id: number, pattern: string): void {
     if (s.removeSubscription(pattern)) {
       this.ctx.stats.subscriptions--;
+      if (!isPattern(pattern)) {
+        this.ctx.presence.leave(s, pattern);
+        this.ctx.presence.unwatch(s, pattern);
+      }
       const r = this.ctx.hub.unsubscribe(s, pattern);
       if (r !== undefined) r.catch((err) => this.ctx.log.error({ err }, 'broker unsubscribe failed'));
     }
     ok(s, id);
+  }
+
+  /** HISTORY `[7, id, topic, options?]`. */
+  private history(s: Session, id: number, topic: string, options: Record<string, unknown> | null | undefined): void {
+    const ctx = this.ctx;
+    const o = historyOptions(options ?? undefined, ctx.maxRecover);
+    if (typeof o === 'string') return s.sendError(id, ErrorCode.BAD_REQUEST, o);
+    if (ctx.hub.historyPolicy(topic) === null) return s.sendError(id, ErrorCode.NOT_ENABLED, `no history is kept for ${topic}`);
+    if (s.canSubscribe !== null && !s.canSubscribe(topic)) return s.sendError(id, ErrorCode.FORBIDDEN, `not allowed to read ${topic}`);
+    const since = o.since;
+    then(
+      ctx.hub.broker.history(topic, { since: since ?? undefined, limit: o.limit ?? ctx.maxRecover, reverse: o.reverse }),
+      (page) => {
+        const pos = page.position;
+        if (since !== null && !page.complete && since.epoch === pos.epoch && since.seq > pos.seq) {
+          return s.sendError(id, ErrorCode.BAD_REQUEST, `since.seq ${since.seq} is ahead of the topic (seq ${pos.seq})`);
+        }
+        s.send(encodeHistoryResult(id, { seq: pos.seq, epoch: pos.epoch, complete: page.complete, more: page.more }, page.publications));
+      },
+      (err) => this.replyThrown(s, id, err),
+    );
+  }
+
+  /** PRESENCE `[8, id, topic]`. */
+  private presence(s: Session, id: number, topic: string): void {
+    const ctx = this.ctx;
+    if (!ctx.presence.enabled(topic)) return s.sendError(id, ErrorCode.NOT_ENABLED, `no presence is kept for ${topic}`);
+    if (s.canSubscribe !== null && !s.canSubscribe(topic)) return s.sendError(id, ErrorCode.FORBIDDEN, `not allowed to read ${topic}`);
+    then(
+      ctx.hub.broker.presence(topic),
+      (entries) => s.send(encodePresenceResult(id, entries)),
+      (err) => this.replyThrown(s, id, err),
+    );
   }
 
   private request(s: Session, id: number, method: string, payload: unknown): void {
@@ -289,4 +425,16 @@ function settle<T>(fn: () => T | PromiseLike<T>, done: (v: T) => void, fail: (er
   }
   if (isThenable(r)) (r as PromiseLike<T>).then(done, fail);
   else done(r as T);
+}
+
+/** Calls `ok` with a value or a promise's value: synchronously when it is not a promise (no extra tick). */
+function then<T>(v: T | PromiseLike<T>, ok: (v: T) => void, fail: (err: unknown) => void): void {
+  if (isThenable(v)) (v as PromiseLike<T>).then(ok, fail);
+  else {
+    try {
+      ok(v as T);
+    } catch (err) {
+      fail(err);
+    }
+  }
 }

@@ -44,6 +44,8 @@ export abstract class Outbound implements TickSettled {
   private batchBytes = 0;
   /** Deliveries skipped under the `drop` policy since the last GAP, by topic. */
   private dropped: Map<string, number> | null = null;
+  /** Live deliveries held back while a recovering SUBSCRIBE reads history, by topic (null: none). */
+  private held: Map<string, Outgoing[]> | null = null;
   /** Raw socket for pre-framed writes (null: ws.send only). */
   private readonly sock: Socket | null;
   /** Messages this long or longer go through ws.send so ws can compress them (context takeover). */
@@ -102,6 +104,14 @@ export abstract class Outbound implements TickSettled {
   deliver(out: Outgoing, mayDrop: boolean): void {
     const ws = this.ws;
     if (ws.readyState !== 1) return;
+    if (this.held !== null) {
+      const h = this.held.get(out.topic);
+      if (h !== undefined) {
+        if (h.length < MAX_HELD) h.push(out);
+        else this.ctx.stats.deliveriesDropped++; // the recovery then reports the gap (see release)
+        return;
+      }
+    }
     if (ws.bufferedAmount - this.tickBytes > this.ctx.budget) {
       if (mayDrop) {
         const d = (this.dropped ??= new Map());
@@ -117,6 +127,27 @@ export abstract class Outbound implements TickSettled {
     stats.messagesOut++;
     stats.bytesOut += out.msg.length;
     this.write(out.msg, out);
+  }
+
+  /**
+   * Holds live deliveries of `topic` back (a recovering SUBSCRIBE is reading history): they are
+   * merged after the history by `release`.
+   */
+  hold(topic: string): void {
+    (this.held ??= new Map()).set(topic, []);
+  }
+
+  /**
+   * Ends a hold: delivers the held messages with seq > `after` (those the history did not already
+   * contain), in order. Returns false when the hold overflowed (some live message was not kept).
+   */
+  release(topic: string, after: number): boolean {
+    const h = this.held?.get(topic);
+    if (h === undefined) return true;
+    this.held!.delete(topic);
+    if (this.held!.size === 0) this.held = null;
+    for (const out of h) if (out.seq > after) this.deliver(out, false);
+    return h.length < MAX_HELD;
   }
 
   /**
@@ -292,6 +323,8 @@ export abstract class Outbound implements TickSettled {
 }
 
 const SEND_OPTS = { binary: true } as const;
+/** Most live deliveries held per topic while a recovery reads history. */
+const MAX_HELD = 10_000;
 /** directMax when every size may take the direct path (a small integer, unlike Infinity, is stored inline). */
 const NO_LIMIT = 0x3fffffff;
 /** Largest batched frame payload: more messages in a tick start another frame. */

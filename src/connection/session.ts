@@ -6,7 +6,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { WebSocket, RawData } from 'ws';
 import { CloseCode, ErrorCode, PROTOCOL_ERROR_CODES } from '../protocol/codes.js';
-import { encodeError } from '../protocol/messages.js';
+import { encodeError, encodePayload } from '../protocol/messages.js';
 import type { Subscriber } from '../pubsub/hub.js';
 import type { Beating } from '../heartbeat/heartbeat.js';
 import type { Identity } from '../auth/jwt.js';
@@ -129,6 +129,12 @@ export class Session extends Outbound implements Subscriber, Beating, Connection
   /** Token expiry in ms since the epoch, or null. */
   get expiresAt(): number | null {
     return this.identity?.expiresAt ?? null;
+  }
+
+  /** Client info shown in presence: the token's `info` claim, encoded (null without one). */
+  get presenceInfo(): Uint8Array | null {
+    const info = this.identity?.claims.info;
+    return info === undefined ? null : encodePayload(info);
   }
 
   get canPublish(): ((topic: string) => boolean) | null {

@@ -35,6 +35,8 @@ export const ErrorCode = {
   UNAUTHORIZED: 113,
   /** Too many requests from this connection are still being handled. */
   TOO_MANY_REQUESTS: 114,
+  /** The topic has no history (HISTORY) or presence (PRESENCE, presence events) configured. */
+  NOT_ENABLED: 115,
 } as const;
 export type ErrorCodeName = keyof typeof ErrorCode;
 export type ErrorCodeValue = (typeof ErrorCode)[ErrorCodeName];
@@ -60,6 +62,7 @@ export const PROTOCOL_ERROR_CODES: ReadonlySet<number> = new Set<number>([
   ErrorCode.TOKEN_INVALID,
   ErrorCode.UNAUTHORIZED,
   ErrorCode.TOO_MANY_REQUESTS,
+  ErrorCode.NOT_ENABLED,
 ]);
 
 /**

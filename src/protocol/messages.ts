@@ -22,12 +22,15 @@ export const MsgType = {
   REQUEST: 4,
   PING: 5,
   REFRESH: 6,
+  HISTORY: 7,
+  PRESENCE: 8,
   // server -> client
   RESULT: 16,
   ERROR: 17,
   MESSAGE: 18,
   PONG: 20,
   GAP: 21,
+  PRESENCE_EVENT: 22,
 } as const;
 export type MsgTypeValue = (typeof MsgType)[keyof typeof MsgType];
 
@@ -40,19 +43,24 @@ export type Publish = [type: 3, id: number, topic: string, payload: unknown, opt
 export type Request = [type: 4, id: number, method: string, payload?: unknown];
 export type Ping = [type: 5, id: number];
 export type Refresh = [type: 6, id: number, token: string];
-export type ClientMessage = Subscribe | Unsubscribe | Publish | Request | Ping | Refresh;
+export type History = [type: 7, id: number, topic: string, options?: Record<string, unknown>];
+export type Presence = [type: 8, id: number, topic: string];
+export type ClientMessage = Subscribe | Unsubscribe | Publish | Request | Ping | Refresh | History | Presence;
 
 export interface PublishOptions {
   /** When true, the publishing connection does not receive its own message. */
   noEcho?: boolean;
+  /** Keep this message as the topic's retained value (nil payload: clear it). */
+  retain?: boolean;
 }
 
 export type Result = [type: 16, id: number, result?: unknown];
 export type ErrorMsg = [type: 17, id: number, code: number, message: string];
-export type Delivery = [type: 18, topic: string, seq: number, payload: unknown];
+export type Delivery = [type: 18, topic: string, seq: number, payload: unknown, flags?: number];
 export type Pong = [type: 20, id: number];
 export type Gap = [type: 21, topic: string, dropped: number];
-export type ServerMessage = Result | ErrorMsg | Delivery | Pong | Gap;
+export type PresenceEvent = [type: 22, topic: string, kind: 1 | 2, entry: { client: string; user: string | null; info: unknown }];
+export type ServerMessage = Result | ErrorMsg | Delivery | Pong | Gap | PresenceEvent;
 
 /** A message that failed validation: what to answer with. `id` is 0 when it could not be read. */
 export interface ProtocolViolation {
@@ -173,6 +181,16 @@ export function validateClientMessage(m: unknown, topicLimits: TopicLimits, maxM
       if (m.length !== 3 || !isId(m[1])) return bad(id, 'refresh is [6, id, token]');
       if (typeof m[2] !== 'string' || m[2].length === 0 || m[2].length > 8192) return bad(id, 'token must be a non-empty string');
       return null;
+    case MsgType.HISTORY:
+    case MsgType.PRESENCE: {
+      const n = type === MsgType.HISTORY ? 4 : 3;
+      if (m.length < 3 || m.length > n) return bad(id, 'wrong number of fields');
+      if (!isId(m[1]) || m[1] === 0) return bad(0, 'id must be an unsigned 32-bit integer > 0');
+      if (m.length === 4 && m[3] !== null && !isPlainObject(m[3])) return bad(id, 'options must be a map or nil');
+      if (typeof m[2] !== 'string') return bad(id, 'topic must be a string');
+      const err = topicError(m[2], false, topicLimits);
+      return err === null ? null : { id, code: ErrorCode.INVALID_TOPIC, message: err };
+    }
     default:
       return { id, code: ErrorCode.UNKNOWN_TYPE, message: `unknown message type ${type}` };
   }
@@ -277,11 +295,11 @@ export function encodePayload(payload: unknown): Uint8Array {
  * fan-out: the frame is built once per publish and the same bytes go to every subscriber.
  * `topic` must be a valid topic (ASCII only), which the hub guarantees.
  */
-export function encodeDelivery(topic: string, seq: number, payload: Uint8Array, headroom = HEADROOM): Uint8Array {
+export function encodeDelivery(topic: string, seq: number, payload: Uint8Array, headroom = HEADROOM, flags = 0): Uint8Array {
   const tlen = topic.length;
-  const out = new Uint8Array(headroom + 2 + 3 + tlen + 9 + payload.length);
+  const out = new Uint8Array(headroom + 2 + 3 + tlen + 9 + payload.length + (flags === 0 ? 0 : 1));
   let p = headroom;
-  out[p++] = 0x94; // fixarray(4)
+  out[p++] = flags === 0 ? 0x94 : 0x95; // fixarray(4), or 5 with the flags
   out[p++] = MsgType.MESSAGE;
   if (tlen < 32) out[p++] = 0xa0 | tlen;
   else if (tlen < 256) {
@@ -295,8 +313,18 @@ export function encodeDelivery(topic: string, seq: number, payload: Uint8Array, 
   for (let i = 0; i < tlen; i++) out[p++] = topic.charCodeAt(i);
   p = writeUint(out, p, seq);
   out.set(payload, p);
-  return out.subarray(headroom, p + payload.length);
+  p += payload.length;
+  if (flags !== 0) out[p++] = flags; // positive fixint
+  return out.subarray(headroom, p);
 }
+
+/** MESSAGE flags (5th element; absent on live messages). */
+export const DeliveryFlag = {
+  /** The topic's retained value, sent when the subscription started. */
+  RETAINED: 1,
+  /** Replayed from history by a recovering SUBSCRIBE. */
+  RECOVERED: 2,
+} as const;
 
 function writeUint(out: Uint8Array, p: number, n: number): number {
   if (n < 128) out[p++] = n;
@@ -327,4 +355,63 @@ function writeUint(out: Uint8Array, p: number, n: number): number {
     out[p++] = lo & 0xff;
   }
   return p;
+}
+
+// ---- recovery, history and presence ------------------------------------------------------------
+
+/** Writes raw msgpack bytes (an already-encoded value) into a value being built by hand. */
+function concatParts(parts: Uint8Array[], headroom: number): Uint8Array {
+  let n = headroom;
+  for (const q of parts) n += q.length;
+  const out = new Uint8Array(n);
+  let p = headroom;
+  for (const q of parts) {
+    out.set(q, p);
+    p += q.length;
+  }
+  return out.subarray(headroom);
+}
+
+function arrayHeader(n: number): Uint8Array {
+  return n < 16 ? Uint8Array.of(0x90 | n) : n < 65536 ? Uint8Array.of(0xdc, n >>> 8, n & 0xff) : Uint8Array.of(0xdd, n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff);
+}
+
+/** One stored message as HISTORY returns it: `[seq, time, payload]`, the payload's bytes as published. */
+export interface HistoryItem {
+  seq: number;
+  time: number;
+  payload: Uint8Array;
+}
+
+/**
+ * RESULT of a HISTORY request: `[16, id, {seq, epoch, complete, more, messages: [[seq, time, payload], ...]}]`.
+ * Payloads are embedded as the msgpack values they were published as (not re-encoded).
+ */
+export function encodeHistoryResult(id: number, head: { seq: number; epoch: string; complete: boolean; more: boolean }, items: readonly HistoryItem[]): Uint8Array {
+  const parts: Uint8Array[] = [Uint8Array.of(0x93, ...packr.pack(MsgType.RESULT), ...packr.pack(id))];
+  const map = packr.pack({ seq: head.seq, epoch: head.epoch, complete: head.complete, more: head.more });
+  // the map gets a fifth key, messages: bump the fixmap count (4 keys -> 5)
+  const m = Uint8Array.from(map);
+  m[0] = 0x85;
+  parts.push(m, packr.pack('messages'), arrayHeader(items.length));
+  for (const it of items) parts.push(Uint8Array.of(0x93), packr.pack(it.seq), packr.pack(it.time), it.payload);
+  return concatParts(parts, HEADROOM);
+}
+
+/** PRESENCE_EVENT `[22, topic, kind, {client, user, info}]`: kind 1 join, 2 leave; info as encoded. */
+export function encodePresenceEvent(topic: string, kind: 1 | 2, entry: { client: string; user: string | null; info: Uint8Array | null }): Uint8Array {
+  return concatParts([Uint8Array.of(0x94), packr.pack(MsgType.PRESENCE_EVENT), packr.pack(topic), packr.pack(kind), presenceEntry(entry)], HEADROOM);
+}
+
+function presenceEntry(e: { client: string; user: string | null; info: Uint8Array | null }): Uint8Array {
+  const head = Uint8Array.from(packr.pack({ client: e.client, user: e.user }));
+  head[0] = 0x83; // fixmap(2) -> fixmap(3): info follows
+  return concatParts([head, packr.pack('info'), e.info ?? Uint8Array.of(0xc0)], 0);
+}
+
+/** RESULT of a PRESENCE request: `[16, id, [{client, user, info}, ...]]`. */
+export function encodePresenceResult(id: number, entries: readonly { client: string; user: string | null; info: Uint8Array | null }[]): Uint8Array {
+  const parts: Uint8Array[] = [Uint8Array.of(0x93, ...packr.pack(MsgType.RESULT), ...packr.pack(id)), arrayHeader(entries.length)];
+  for (const e of entries) parts.push(presenceEntry(e));
+  return concatParts(parts, HEADROOM);
 }

@@ -3,7 +3,7 @@
 // are handed to every matching subscriber. The hub deals in encoded messages only: framing and
 // compression belong to the transport, which caches them on the Outgoing (see transport/writer.ts).
 import { encodeDelivery } from '../protocol/messages.js';
-import type { Broker } from './broker.js';
+import type { Broker, BrokerPublishOptions, BrokerPublishResult, HistoryPolicy, PresenceListener } from './broker.js';
 import { SubscriptionTrie } from './trie.js';
 
 /** One published message as every local subscriber receives it: encoded once. */
@@ -19,6 +19,7 @@ export class Outgoing {
     /** The msgpack MESSAGE `[18, topic, seq, payload]`, with frame headroom in front of it. */
     readonly msg: Uint8Array,
     readonly topic: string,
+    readonly seq: number,
   ) {}
 }
 
@@ -48,10 +49,17 @@ export class Hub {
   constructor(
     readonly broker: Broker,
     private readonly mayDrop: (topic: string) => boolean = () => false,
+    /** The history policy of a topic (null: no history), from the gateway's configuration. */
+    private readonly historyFor: (topic: string) => HistoryPolicy | null = () => null,
   ) {}
 
-  start(): void | Promise<void> {
-    return this.broker.start((topic, seq, payload, exclude) => this.deliver(topic, seq, payload, exclude));
+  /** The history policy of `topic` (null: none kept). */
+  historyPolicy(topic: string): HistoryPolicy | null {
+    return this.historyFor(topic);
+  }
+
+  start(onPresence?: PresenceListener): void | Promise<void> {
+    return this.broker.start((topic, seq, _epoch, payload, exclude) => this.deliver(topic, seq, payload, exclude), onPresence);
   }
 
   get patternCount(): number {
@@ -67,9 +75,11 @@ export class Hub {
     if (this.trie.remove(pattern, sub)) return this.broker.unsubscribe(pattern);
   }
 
-  /** Publishes an encoded payload; resolves to the topic sequence number. */
-  publish(topic: string, payload: Uint8Array, exclude = 0): number | Promise<number> {
-    return this.broker.publish(topic, payload, exclude);
+  /** Publishes an encoded payload; resolves to the topic's {seq, epoch}. */
+  publish(topic: string, payload: Uint8Array, exclude = 0, retain = false): BrokerPublishResult | Promise<BrokerPublishResult> {
+    const history = this.historyFor(topic);
+    const opts: BrokerPublishOptions = exclude === 0 && history === null && !retain ? PLAIN : { exclude, history, retain };
+    return this.broker.publish(topic, payload, opts);
   }
 
   /** Delivers one brokered message to every local subscriber whose pattern matches. */
@@ -83,7 +93,7 @@ export class Hub {
       return;
     }
     // Encode once; every subscriber gets the same bytes.
-    const out = new Outgoing(encodeDelivery(topic, seq, payload), topic);
+    const out = new Outgoing(encodeDelivery(topic, seq, payload), topic, seq);
     const stamp = ++this.stamp;
     const mayDrop = this.mayDrop(topic);
     let count = 0;
@@ -107,3 +117,6 @@ export class Hub {
     return this.broker.close();
   }
 }
+
+/** Options of the common publish: no exclusion, no history, not retained (shared, never mutated). */
+const PLAIN: BrokerPublishOptions = Object.freeze({ exclude: 0, history: null, retain: false });
