@@ -170,6 +170,7 @@ export class Runtime {
             syncInflates: () => inflateStats.sync,
             upgradesRejected: () => this.admission.rejected,
             fastPaths: this.fastPaths,
+            broker: () => broker.stats?.() ?? null,
           },
           c.metrics.eventLoopResolution,
         )

@@ -6,6 +6,7 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { errorCodeName } from '../protocol/codes.js';
 import type { Stats } from '../connection/core.js';
 import type { FastPaths } from '../transport/ws-internals.js';
+import type { BrokerStats } from '../pubsub/broker.js';
 
 export interface LiveReadings {
   connections(): number;
@@ -17,6 +18,8 @@ export interface LiveReadings {
   syncInflates(): number;
   upgradesRejected(): Map<string, number>;
   fastPaths: FastPaths;
+  /** What the broker holds (history, retained), when it reports it. */
+  broker(): BrokerStats | null;
 }
 
 export function createMetrics(stats: Stats, live: LiveReadings, eventLoopResolution = 100): Registry {
@@ -62,6 +65,14 @@ export function createMetrics(stats: Stats, live: LiveReadings, eventLoopResolut
   counter('wiregate_heartbeat_pings_total', 'Heartbeat pings sent', () => stats.heartbeatPings);
   counter('wiregate_heartbeat_terminations_total', 'Connections terminated for not answering heartbeats', () => stats.heartbeatTerminations);
   counter('wiregate_deflated_messages_total', 'Messages compressed by wiregate itself (one per broadcast, shared by all subscribers)', live.deflated);
+  const b = (k: keyof BrokerStats) => () => live.broker()?.[k] ?? 0;
+  gauge('wiregate_history_bytes', 'Bytes of message history kept (payloads plus 64 B per message)', b('historyBytes'));
+  gauge('wiregate_history_messages', 'Messages kept in history, all topics', b('historyMessages'));
+  counter('wiregate_history_evictions_total', 'Messages evicted from history by history.maxBytes', b('historyEvictions'));
+  gauge('wiregate_retained_topics', 'Topics with a retained value', b('retainedTopics'));
+  gauge('wiregate_retained_bytes', 'Bytes of retained values', b('retainedBytes'));
+  counter('wiregate_retained_rejected_total', 'Retained publishes past retained.maxTopics / maxBytes (delivered, not retained)', b('retainedRejected'));
+  counter('wiregate_recovered_messages_total', 'Messages replayed from history to recovering subscribers', () => stats.recovered);
   counter('wiregate_sync_inflates_total', 'Inbound compressed messages inflated synchronously (syncInflate fast path; process-wide)', live.syncInflates);
   new Gauge({
     name: 'wiregate_fast_path_active',

@@ -113,8 +113,22 @@ export interface BrokerFeatures {
   presence: boolean;
 }
 
+/** What a broker holds, for /metrics (a network broker may report what it can see, or nothing). */
+export interface BrokerStats {
+  historyBytes: number;
+  historyMessages: number;
+  /** Messages removed from history by the memory cap (cumulative). */
+  historyEvictions: number;
+  retainedTopics: number;
+  retainedBytes: number;
+  /** Retained publishes refused by the caps (cumulative). */
+  retainedRejected: number;
+}
+
 export interface Broker {
   readonly features: BrokerFeatures;
+  /** Optional: what the broker holds, read when /metrics is scraped. */
+  stats?(): BrokerStats;
   /** Connects the broker to the hub's delivery function. Called once before any other method. */
   start(deliver: BrokerDeliver, onPresence?: PresenceListener): void | Promise<void>;
   /** Publishes an encoded payload on a concrete topic; resolves to its {seq, epoch}. */

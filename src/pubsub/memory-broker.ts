@@ -10,6 +10,7 @@ import type {
   BrokerFeatures,
   BrokerPublishOptions,
   BrokerPublishResult,
+  BrokerStats,
   HistoryPage,
   HistoryQuery,
   PresenceEntry,
@@ -59,6 +60,12 @@ export class MemoryBroker implements Broker {
     this.historyStore = new HistoryStore({ maxBytes: opts.historyMaxBytes ?? 64 * 1024 * 1024, now: this.now });
     this.retainedStore = new RetainedStore({ maxTopics: opts.retainedMaxTopics ?? 100_000, maxBytes: opts.retainedMaxBytes ?? 64 * 1024 * 1024 });
     this.sweepEvery = opts.presenceSweep ?? 1000;
+  }
+
+  stats(): BrokerStats {
+    const h = this.historyStore.stats;
+    const r = this.retainedStore.stats;
+    return { historyBytes: h.bytes, historyMessages: h.messages, historyEvictions: h.evicted, retainedTopics: r.topics, retainedBytes: r.bytes, retainedRejected: r.rejected };
   }
 
   start(deliver: BrokerDeliver, onPresence?: PresenceListener): void {

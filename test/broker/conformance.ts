@@ -89,6 +89,12 @@ export interface BrokerFactory {
    * use afterwards: `b` itself, or a new not-started broker (the suite starts it and closes `b`).
    */
   loseState(b: Broker, topic: string): Broker | Promise<Broker>;
+  /**
+   * The broker hands over only topics a subscribed pattern matches (interest-based, as a network
+   * broker must be). False for the memory broker, which hands the hub everything (broker.ts allows
+   * a superset: the hub's trie filters); the cases about filtering are then skipped.
+   */
+  filters: boolean;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -391,7 +397,9 @@ export function brokerConformance(name: string, factory: BrokerFactory): void {
         assert.deepEqual(a.seqs('w/a/b'), range(1, 6));
       });
 
-      it('delivers nothing for topics no subscribed pattern matches', async (t) => {
+      const filtering = factory.filters ? {} : { skip: `${name} hands over every topic (the hub filters), which broker.ts allows` };
+
+      it('delivers nothing for topics no subscribed pattern matches', filtering, async (t) => {
         const a = await session(t, factory).node();
         await a.broker.subscribe('m/+');
         await a.broker.subscribe('k/x/#');
@@ -411,7 +419,7 @@ export function brokerConformance(name: string, factory: BrokerFactory): void {
         for (const topic of ['m/a', 'k/x', 'k/x/y/z']) assert.deepEqual(a.seqs(topic), [1], topic);
       });
 
-      it('unsubscribe stops delivery for that pattern only', async (t) => {
+      it('unsubscribe stops delivery for that pattern only', filtering, async (t) => {
         const a = await session(t, factory).node();
         await a.broker.subscribe('u/+');
         await a.publish('u/a', payload('u', 1));

@@ -9,6 +9,7 @@ const options: MemoryBrokerOptions = { presenceSweep: 20 };
 
 brokerConformance('MemoryBroker', {
   features: { history: true, retained: true, presence: true },
+  filters: false,
   create: () => new MemoryBroker(options),
   loseState: () => new MemoryBroker(options),
 });
