@@ -8,7 +8,7 @@ import type { Duplex } from 'node:stream';
 import { pino, type Logger } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Registry } from 'prom-client';
-import { parseHistoryEntry, type GatewayConfig } from './config/index.js';
+import { ConfigError, parseHistoryEntry, type GatewayConfig } from './config/index.js';
 import { CloseCode } from './protocol/codes.js';
 import { SUBPROTOCOL_BATCH, encodePayload } from './protocol/messages.js';
 import { DEFAULT_MAX_DEPTH } from './protocol/scan.js';
@@ -199,6 +199,11 @@ export class Runtime {
   start(): Promise<void> {
     return (this.started ??= (async () => {
       await this.authenticator?.ready();
+      // configuration that needs a feature the broker does not have is refused, not silently ignored
+      const f = this.hub.broker.features;
+      const c = this.config;
+      if (c.history.topics.length > 0 && !f.history) throw new ConfigError('history.topics', 'the configured broker keeps no history', c.history.topics, '');
+      if (c.presence.topics.length > 0 && !f.presence) throw new ConfigError('presence.topics', 'the configured broker has no presence', c.presence.topics, '');
       await this.hub.start((topic, kind, entry) => this.presence.event(topic, kind, entry));
       this.heartbeat.start();
       this.housekeeping = setInterval(() => this.sweep(), 1000);

@@ -252,3 +252,13 @@ describe('bad input to the new options and requests', () => {
     assert.equal(c.messages.filter(isDelivery).length, 0, 'the refused subscription delivers nothing');
   });
 });
+
+describe('a broker without a feature the configuration needs', () => {
+  test('listen() rejects naming the option', async (t) => {
+    const broker = new MemoryBroker();
+    const limited: Broker = Object.assign(Object.create(broker) as Broker, { features: { history: false, retained: true, presence: false } });
+    const gw = createGateway({ log: { level: 'silent' }, host: '127.0.0.1', port: 0, broker: limited, history: { topics: ['a/#=10'] } });
+    t.after(() => gw.close({ drainTimeout: 0 }));
+    await assert.rejects(gw.listen(), /history\.topics.*keeps no history/);
+  });
+});
