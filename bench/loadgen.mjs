@@ -214,11 +214,13 @@ async function subscribe({ url, kind, conns: n, topic, deflate }) {
   const wg = kind === 'wiregate';
   const sio = kind === 'socketio';
   const lat = new Lat(500_000);
-  subState = { received: 0, lat, recording: false, acks: 0, perConn: new Uint32Array(n) };
+  subState = { received: 0, lat, recording: false, acks: 0, positioned: 0, perConn: new Uint32Array(n) };
   const onMessage = (ci, b, s, e) => {
     if (wg) {
       if (b[s + 1] === 0x10) {
         subState.acks++;
+        // [16, id, {seq, epoch}]: the topic keeps history (a plain subscribe answers [16, id])
+        if (b[s] === 0x93) subState.positioned++;
         return;
       }
     }
@@ -236,7 +238,7 @@ async function subscribe({ url, kind, conns: n, topic, deflate }) {
   for (const c of conns) c.send(wg ? clientFrame(Buffer.concat([Buffer.from([0x93, 0x01, 0x01]), str(topic)])) : sio ? sioEvent('s') : clientFrame(Buffer.from([1])));
   if (wg) while (subState.acks < n) await sleep(10);
   else await sleep(200);
-  return { subscribed: n };
+  return { subscribed: n, positioned: subState.positioned };
 }
 
 async function publish({ url, kind, inflight, size, warmup, duration, topic }) {
@@ -412,16 +414,343 @@ async function compressEchoRaw({ url, kind, conns: n, corpus, payloadFile, infli
   return { messages: count, rate: count / elapsed, negotiated, requestWire, requestPayload, replyWire, loadCpu: cpuMs / 1000 / elapsed };
 }
 
+// ---- recovery: a reconnect storm with `since` ---------------------------------------------------
+//
+// Clients subscribe to `rec/<t>` (t = client index modulo `topics`), remember {seq, epoch} and go
+// away; the publisher (one more connection here) publishes while they are away; then they all
+// reconnect at once and SUBSCRIBE with `since`. Every message is checked as it arrives (deliveries
+// parsed by hand: [18, topic, seq, bin, flags?]): the RESULT first, {epoch unchanged, seq = last +
+// missed, recovered: true}; then exactly seqs last+1..last+missed flagged RECOVERED (2), each with
+// the payload published for that topic and seq; then the live message, unflagged. Anything else is
+// a failure, counted and described (the first 20).
+
+const REC_PAYLOAD = 64;
+const F_RECOVERED = 2;
+let rec = null;
+
+function recFail(c, what) {
+  rec.failures++;
+  if (rec.samples.length < 20) rec.samples.push(`client ${c.i} (${c.topic}): ${what}`);
+  if (!c.failed) {
+    c.failed = true;
+    rec.failedClients++;
+    rec.check();
+  }
+}
+
+/** One client's message handler: RESULT / ERROR through msgpackr, MESSAGE by hand. */
+function recOnMessage(c, b, s, e) {
+  if ((b[s] === 0x94 || b[s] === 0x95) && b[s + 1] === 0x12) {
+    let p = s + 2;
+    let len = -1;
+    if ((b[p] & 0xe0) === 0xa0) len = b[p++] & 0x1f;
+    else if (b[p] === 0xd9) {
+      len = b[p + 1];
+      p += 2;
+    }
+    if (len !== c.topicBuf.length || c.topicBuf.compare(b, p, p + len) !== 0) return recFail(c, `MESSAGE for another topic (${b.toString('latin1', p, p + Math.max(len, 0))})`);
+    let seq;
+    [seq, p] = readUint(b, p + len);
+    if (b[p] !== 0xc4 || b[p + 1] !== REC_PAYLOAD) return recFail(c, `MESSAGE seq ${seq}: payload is not ${REC_PAYLOAD} B of bin`);
+    const t = b.readUInt32BE(p + 2);
+    const k = b.readUInt32BE(p + 6);
+    const flags = b[s] === 0x95 ? b[p + 2 + REC_PAYLOAD] : 0;
+    return recDelivery(c, seq, flags, t, k);
+  }
+  let m;
+  try {
+    m = rec.unpack(b.subarray(s, e));
+  } catch (err) {
+    return recFail(c, `undecodable message (${err.message})`);
+  }
+  if (Array.isArray(m) && m[0] === 16 && m[1] === 1) return recResult(c, m[2]);
+  recFail(c, `unexpected ${JSON.stringify(m).slice(0, 200)}`);
+}
+
+function recResult(c, r) {
+  if (c.phase !== 'result') return recFail(c, `RESULT in phase ${c.phase}: ${JSON.stringify(r)}`);
+  c.resultAt = now();
+  rec.results++;
+  if (r === null || typeof r !== 'object' || typeof r.seq !== 'number' || typeof r.epoch !== 'string') return recFail(c, `RESULT without a position: ${JSON.stringify(r)}`);
+  if (c.since) {
+    const want = c.last + rec.missed;
+    if (r.recovered !== true || r.epoch !== rec.epoch || r.seq !== want) return recFail(c, `RESULT ${JSON.stringify(r)}, expected {seq: ${want}, epoch: ${rec.epoch}, recovered: true}`);
+    c.phase = 'recover';
+    c.recovered = 0;
+    if (rec.missed === 0) recDone(c);
+  } else {
+    if (c.base === null) {
+      c.base = r.seq; // first subscribe: the topic's position before anything was published here
+      c.last = r.seq;
+      if (rec.epoch === null) rec.epoch = r.epoch;
+    } else if (r.seq !== c.last) return recFail(c, `RESULT seq ${r.seq}, expected ${c.last} (nothing was published meanwhile)`);
+    if (r.epoch !== rec.epoch) return recFail(c, `epoch ${r.epoch}, expected ${rec.epoch}`);
+    recDone(c);
+  }
+}
+
+function recDone(c) {
+  c.phase = 'live';
+  c.doneAt = now();
+  rec.done++;
+  rec.check();
+}
+
+function recDelivery(c, seq, flags, t, k) {
+  if (seq !== c.last + 1) return recFail(c, `seq ${seq} after ${c.last} (phase ${c.phase})`);
+  if (t !== c.t || k !== seq - c.base) return recFail(c, `seq ${seq} carries the payload of topic ${t} message ${k}, expected topic ${c.t} message ${seq - c.base}`);
+  c.last = seq;
+  if (c.phase === 'recover') {
+    if (flags !== F_RECOVERED) return recFail(c, `seq ${seq}: flags ${flags} while recovering, expected ${F_RECOVERED}`);
+    if (++c.recovered === rec.missed) recDone(c);
+  } else if (c.phase === 'live') {
+    if (flags !== 0) return recFail(c, `live seq ${seq}: flags ${flags}, expected none`);
+    c.liveAt = now();
+    c.lives++;
+    rec.lives++;
+    rec.check();
+  } else recFail(c, `MESSAGE seq ${seq} in phase ${c.phase}`);
+}
+
+/** Waits until `cond()` (checked on each event that may change it) or `ms`; resolves false on timeout. */
+function recWait(cond, ms) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      rec.check = () => {};
+      resolve(false);
+    }, ms);
+    rec.check = () => {
+      if (!cond()) return;
+      clearTimeout(timer);
+      rec.check = () => {};
+      resolve(true);
+    };
+    rec.check();
+  });
+}
+
+/** The publisher: publishes [3, id, topic, bin] with `window` unacknowledged at most; checks every ack's seq. */
+function recPublish(perTopic, ms) {
+  const order = [];
+  for (let j = 0; j < perTopic; j++) for (let t = 0; t < rec.topics; t++) order.push(t);
+  return new Promise((resolve, reject) => {
+    const window = 256;
+    let next = 0;
+    let acked = 0;
+    const t0 = now();
+    const timer = setTimeout(() => reject(new Error(`publishing: ${acked} of ${order.length} acknowledged after ${ms} ms`)), ms);
+    const sendNext = () => {
+      const t = order[next++];
+      const k = ++rec.topicK[t];
+      const body = Buffer.alloc(REC_PAYLOAD, 0x63);
+      body.writeUInt32BE(t, 0);
+      body.writeUInt32BE(k, 4);
+      const id = ++rec.pubId;
+      rec.pending.set(id, { t, k });
+      rec.pub.send(clientFrame(Buffer.concat([Buffer.from([0x94, 0x03]), u32(id), str(`rec/${t}`), binHeader(REC_PAYLOAD), body])));
+    };
+    rec.onAck = (id, seq, err) => {
+      const p = rec.pending.get(id);
+      rec.pending.delete(id);
+      if (err || p === undefined) {
+        clearTimeout(timer);
+        return reject(new Error(`publish ${id}: ${err ?? 'unknown id'}`));
+      }
+      if (seq !== rec.topicBase[p.t] + p.k) {
+        clearTimeout(timer);
+        return reject(new Error(`publish to rec/${p.t} #${p.k} got seq ${seq}, expected ${rec.topicBase[p.t] + p.k}`));
+      }
+      if (++acked === order.length) {
+        clearTimeout(timer);
+        resolve({ published: acked, seconds: (now() - t0) / 1000 });
+      } else if (next < order.length) sendNext();
+    };
+    for (let i = 0; i < window && next < order.length; i++) sendNext();
+    if (order.length === 0) {
+      clearTimeout(timer);
+      resolve({ published: 0, seconds: 0 });
+    }
+  });
+}
+
+/** Opens every client's connection at once and subscribes (with `since` or not); resolves with the timings. */
+async function recConnectAll(url, since, ms) {
+  const { Packr } = await import('msgpackr');
+  const packr = new Packr({ useRecords: false });
+  const c0 = cpu();
+  const t0 = now();
+  let connected = 0;
+  let connectedAt = t0;
+  rec.results = 0;
+  rec.done = 0;
+  for (const c of rec.clients) {
+    c.phase = 'result';
+    c.since = since;
+    c.closing = false;
+    c.connectedAt = c.resultAt = c.doneAt = null;
+  }
+  const finished = recWait(() => rec.done + rec.failedClients >= rec.clients.length, ms);
+  for (const c of rec.clients) {
+    const opts = since ? { since: { seq: c.last, epoch: rec.epoch } } : undefined;
+    const sub = clientFrame(packr.pack(opts ? [1, 1, c.topic, opts] : [1, 1, c.topic]));
+    const gen = ++c.gen; // a close of an earlier connection of this client is not a failure
+    const onClose = () => c.gen !== gen || c.closing || recFail(c, `connection closed by the server in phase ${c.phase}`);
+    open(url, { protocol: 'wiregate.v1', onMessage: (b, s, e) => recOnMessage(c, b, s, e), onClose }).then(
+      (conn) => {
+        c.conn = conn;
+        c.connectedAt = now();
+        connected++;
+        connectedAt = c.connectedAt;
+        conn.send(sub);
+      },
+      (err) => recFail(c, `connect: ${err.message}`),
+    );
+  }
+  const complete = await finished;
+  const elapsed = (now() - t0) / 1000;
+  const ok = rec.clients.filter((c) => !c.failed && c.doneAt !== null);
+  const quantiles = (values) => {
+    const a = values.sort((x, y) => x - y);
+    const q = (p) => (a.length ? a[Math.min(a.length - 1, Math.floor(p * a.length))] : null);
+    return { p50: q(0.5), p99: q(0.99), max: a.length ? a[a.length - 1] : null };
+  };
+  const firstResult = Math.min(...rec.clients.map((c) => c.resultAt ?? Infinity));
+  return {
+    clients: rec.clients.length,
+    complete,
+    connected,
+    connectMs: connectedAt - t0,
+    // handshakes that took a second or more: a SYN the kernel dropped (full listen queue) and retried
+    slowConnects: rec.clients.filter((c) => c.connectedAt !== null && c.connectedAt - t0 >= 1000).length,
+    firstResultMs: Number.isFinite(firstResult) ? firstResult - t0 : null,
+    resultsMs: ok.length ? Math.max(...ok.map((c) => c.resultAt)) - t0 : null,
+    doneMs: ok.length ? Math.max(...ok.map((c) => c.doneAt)) - t0 : null,
+    // per client: from the first connect of the storm, and from its own completed handshake
+    perClient: quantiles(ok.map((c) => c.doneAt - t0)),
+    afterHandshake: quantiles(ok.map((c) => c.doneAt - c.connectedAt)),
+    recoveredMessages: since ? rec.clients.reduce((a, c) => a + (c.recovered ?? 0), 0) : 0,
+    loadCpu: (cpu() - c0) / 1000 / elapsed,
+  };
+}
+
+/** Connects `clients` clients (plus the publisher), subscribes each to its topic, publishes `warm` messages per topic and waits for them. */
+async function recoverySetup({ url, clients: n, topics, warm }) {
+  const { unpack } = await import('msgpackr');
+  rec = {
+    unpack,
+    topics,
+    missed: 0, // messages published to each topic since the clients went away
+    epoch: null,
+    failures: 0,
+    failedClients: 0,
+    samples: [],
+    results: 0,
+    done: 0,
+    lives: 0,
+    check: () => {},
+    pubId: 0,
+    pending: new Map(),
+    onAck: () => {},
+    topicK: new Uint32Array(topics),
+    topicBase: new Array(topics).fill(null),
+    clients: Array.from({ length: n }, (_, i) => {
+      const t = i % topics;
+      return { i, t, topic: `rec/${t}`, topicBuf: Buffer.from(`rec/${t}`), conn: null, gen: 0, base: null, last: 0, lives: 0, failed: false, phase: 'result', closing: false };
+    }),
+  };
+  rec.pub = await open(url, {
+    protocol: 'wiregate.v1',
+    onMessage: (b, s, e) => {
+      if (b[s] === 0x93 && b[s + 1] === 0x10) {
+        const [id, p] = readUint(b, s + 2);
+        return rec.onAck(id, readUint(b, p)[0]);
+      }
+      const m = rec.unpack(b.subarray(s, e));
+      rec.onAck(m[1], null, JSON.stringify(m).slice(0, 200));
+    },
+  });
+  // the first connection of every client, in batches like the other scenarios (not measured)
+  const saved = [...rec.clients];
+  for (let i = 0; i < saved.length; i += 200) {
+    rec.clients = saved.slice(i, i + 200);
+    const r = await recConnectAll(url, false, 30_000);
+    if (!r.complete) break;
+  }
+  rec.clients = saved;
+  for (const c of rec.clients) if (rec.topicBase[c.t] === null) rec.topicBase[c.t] = c.base;
+  if (rec.failures) return recSummary({ phase: 'setup' });
+  rec.lives = 0;
+  const live = recWait(() => rec.lives + rec.failedClients * warm >= n * warm, 30_000);
+  await recPublish(warm, 30_000);
+  const complete = await live;
+  return recSummary({ phase: 'setup', complete, epoch: rec.epoch });
+}
+
+/** Every client goes away at once (sockets destroyed, as a dropped network would). */
+async function recoveryDisconnect() {
+  rec.missed = 0;
+  for (const c of rec.clients) {
+    c.closing = true;
+    c.phase = 'away';
+    c.conn?.close();
+    c.conn = null;
+  }
+  return true;
+}
+
+/** While the clients are away: the publisher publishes `perTopic` messages to every topic and waits for their acks. */
+async function recoveryPublish({ perTopic }) {
+  const r = await recPublish(perTopic, 60_000);
+  rec.missed += perTopic;
+  return r;
+}
+
+/** The reconnect storm: everyone at once, with `since` (or a plain SUBSCRIBE). */
+async function recoveryStorm({ url, since, timeoutMs }) {
+  const r = await recConnectAll(url, since, timeoutMs);
+  return { ...r, ...recSummary({}) };
+}
+
+/** One live message per topic; waits until every client has it, then a grace period for duplicates or extras. */
+async function recoveryLive({ timeoutMs, graceMs }) {
+  rec.lives = 0;
+  for (const c of rec.clients) c.lives = 0;
+  const n = rec.clients.length;
+  const all = recWait(() => rec.lives + rec.failedClients >= n, timeoutMs);
+  const t0 = now();
+  await recPublish(1, timeoutMs);
+  const complete = await all;
+  const liveMs = now() - t0;
+  await sleep(graceMs);
+  for (const c of rec.clients) {
+    if (c.failed) continue;
+    if (c.phase !== 'live') recFail(c, `never finished (phase ${c.phase}, ${c.recovered ?? 0} recovered)`);
+    else if (c.lives !== 1) recFail(c, `${c.lives} live messages, expected 1`);
+  }
+  return { complete, liveMs, ...recSummary({}) };
+}
+
+function recSummary(extra) {
+  return { ...extra, failures: rec.failures, failedClients: rec.failedClients, samples: rec.samples };
+}
+
 function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-const handlers = { echo, paced, subscribe, publish, openIdle, closeIdle, compressEcho, compressEchoRaw, http };
+const handlers = { echo, paced, subscribe, publish, openIdle, closeIdle, compressEcho, compressEchoRaw, http, recoverySetup, recoveryDisconnect, recoveryPublish, recoveryStorm, recoveryLive };
 
 process.on('message', async (m) => {
   if (m.cmd === 'exit') {
     for (const c of idle) c.close();
     if (subState?.conns) for (const c of subState.conns) c.close();
+    if (rec) {
+      rec.pub?.close();
+      for (const c of rec.clients) {
+        c.closing = true;
+        c.conn?.close();
+      }
+    }
     process.exit(0);
   }
   if (m.cmd === 'subStats') {

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // wiregate benchmarks. Usage:
 //   npm run bench -- <scenario|all|quick> [--quick] [--duration S] [--payload-file F] [--targets ws,wiregate,uws]
-// Scenarios: throughput, fanout, heartbeat, compression, connections, http.
+// Scenarios: throughput, fanout, heartbeat, compression, connections, http, recovery.
 // Every scenario measures wiregate and the baselines in the same run, with the server and the
 // load generator in separate processes pinned to separate cores. A full run (`all`, no other
 // option) writes the committed reference bench/results/latest-*; any other run writes
@@ -16,8 +16,9 @@ import { heartbeat } from './scenarios/heartbeat.mjs';
 import { compression } from './scenarios/compression.mjs';
 import { connections } from './scenarios/connections.mjs';
 import { http } from './scenarios/http.mjs';
+import { recovery } from './scenarios/recovery.mjs';
 
-const SCENARIOS = { throughput, fanout, heartbeat, compression, connections, http };
+const SCENARIOS = { throughput, fanout, heartbeat, compression, connections, http, recovery };
 
 let plan;
 try {

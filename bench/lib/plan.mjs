@@ -15,7 +15,7 @@ export const REFERENCE_DIR = join(here, '..', 'results');
 /** Everything else (ignored by git). */
 export const LOCAL_DIR = join(REFERENCE_DIR, 'local');
 
-export const SCENARIO_NAMES = ['throughput', 'fanout', 'heartbeat', 'compression', 'connections', 'http'];
+export const SCENARIO_NAMES = ['throughput', 'fanout', 'heartbeat', 'compression', 'connections', 'http', 'recovery'];
 
 const OPTIONS = {
   quick: { type: 'boolean', default: false },

@@ -4,7 +4,8 @@ export function serve(start) {
   process.on('message', async (m) => {
     if (m.cmd === 'stats') {
       const u = process.cpuUsage();
-      process.send({ type: 'stats', id: m.id, cpuMs: (u.user + u.system) / 1000, rss: process.memoryUsage().rss, heap: process.memoryUsage().heapUsed });
+      // maxRss: the kernel's high-water mark of the process's RSS (ru_maxrss), catching peaks between samples
+      process.send({ type: 'stats', id: m.id, cpuMs: (u.user + u.system) / 1000, rss: process.memoryUsage().rss, heap: process.memoryUsage().heapUsed, maxRss: process.resourceUsage().maxRSS * 1024 });
     } else if (m.cmd === 'gc') {
       globalThis.gc?.();
       process.send({ type: 'gc', id: m.id });

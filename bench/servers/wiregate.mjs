@@ -1,4 +1,4 @@
-// wiregate with the bench's settings (BENCH_OPTS: heartbeat, compression, httpPublish).
+// wiregate with the bench's settings (BENCH_OPTS: heartbeat, compression, history).
 import { serve } from './common.mjs';
 
 serve(async (opts) => {
@@ -15,6 +15,8 @@ serve(async (opts) => {
     outbound: { maxBufferedBytes: 64 * 1024 * 1024 },
     maxPayload: 16 * 1024 * 1024,
     httpPublish: { apiKey: 'bench' },
+    // per-topic history for recovery, e.g. { topics: ['bench/#=1000'] }; none unless asked for
+    ...(opts.history ? { history: opts.history } : {}),
   });
   gw.handle('echo', (_ctx, p) => p);
   const { port } = await gw.listen();
