@@ -13,7 +13,7 @@ import { CloseCode } from './protocol/codes.js';
 import { SUBPROTOCOL_BATCH, encodePayload } from './protocol/messages.js';
 import { DEFAULT_MAX_DEPTH } from './protocol/scan.js';
 import { topicError, topicMatches, type TopicLimits } from './protocol/topic.js';
-import { Hub } from './pubsub/hub.js';
+import { Hub, SlowPolicy } from './pubsub/hub.js';
 import { Presence } from './pubsub/presence.js';
 import { randomBytes } from 'node:crypto';
 import { MemoryBroker } from './pubsub/memory-broker.js';
@@ -447,16 +447,17 @@ function pathOf(url: string | undefined): string {
   return q === -1 ? url : url.slice(0, q);
 }
 
-/** Whether deliveries on a topic may be dropped for slow consumers (per-topic overrides first). */
-function outboundPolicy(c: GatewayConfig): (topic: string) => boolean {
+/** The slow-consumer policy of a topic: the first matching `outbound.topicPolicies` entry, else `outbound.policy`. */
+function outboundPolicy(c: GatewayConfig): (topic: string) => SlowPolicy {
+  const code = (name: string): SlowPolicy => (name === 'conflate' ? SlowPolicy.CONFLATE : name === 'drop' ? SlowPolicy.DROP : SlowPolicy.CLOSE);
   const rules = c.outbound.topicPolicies.map((e) => {
     const eq = e.lastIndexOf('=');
-    return { pattern: e.slice(0, eq), drop: e.slice(eq + 1) === 'drop' };
+    return { pattern: e.slice(0, eq), policy: code(e.slice(eq + 1)) };
   });
-  const fallback = c.outbound.policy === 'drop';
+  const fallback = code(c.outbound.policy);
   if (rules.length === 0) return () => fallback;
   return (topic) => {
-    for (const r of rules) if (topicMatches(r.pattern, topic)) return r.drop;
+    for (const r of rules) if (topicMatches(r.pattern, topic)) return r.policy;
     return fallback;
   };
 }

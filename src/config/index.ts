@@ -203,8 +203,8 @@ export function resolveConfig(sources: ConfigSources = {}): GatewayConfig {
     const eq = entry.lastIndexOf('=');
     const pattern = entry.slice(0, eq);
     const policy = entry.slice(eq + 1);
-    if (eq <= 0 || (policy !== 'close' && policy !== 'drop') || topicError(pattern, true) !== null) {
-      throw new ConfigError('outbound.topicPolicies', 'entries must be `<topic pattern>=close` or `<topic pattern>=drop`', entry, set.get('outbound.topicPolicies')?.source);
+    if (eq <= 0 || (policy !== 'close' && policy !== 'drop' && policy !== 'conflate') || topicError(pattern, true) !== null) {
+      throw new ConfigError('outbound.topicPolicies', 'entries must be `<topic pattern>=close`, `<topic pattern>=drop` or `<topic pattern>=conflate`', entry, set.get('outbound.topicPolicies')?.source);
     }
   }
   for (const entry of c.history.topics) {

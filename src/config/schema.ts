@@ -82,8 +82,8 @@ const TABLE = [
   { key: 'limits.maxProtocolErrors', type: 'int', default: 10, min: 1, max: 1_000_000, doc: 'Rejected messages tolerated per connection before it is closed with 4500.' },
 
   { key: 'outbound.maxBufferedBytes', type: 'int', default: 1 * MiB, min: 1024, max: 1024 * MiB, doc: 'Per-connection outbound byte budget (bytes queued in the socket and in wiregate).' },
-  { key: 'outbound.policy', type: 'enum', default: 'close', values: ['close', 'drop'], doc: 'What happens to a consumer over budget: `close` (4000 SLOW_CONSUMER) or `drop` (skip deliveries, then send GAP).' },
-  { key: 'outbound.topicPolicies', type: 'list', default: [], doc: 'Per-topic overrides of outbound.policy as `pattern=close|drop` entries; the first matching pattern wins, e.g. `telemetry/#=drop`.' },
+  { key: 'outbound.policy', type: 'enum', default: 'close', values: ['close', 'drop', 'conflate'], doc: 'What happens to a consumer over budget: `close` (4000 SLOW_CONSUMER), `drop` (skip deliveries, then send GAP) or `conflate` (hold back only the latest message per topic; once the socket drains, GAP with the number replaced, then that message; more than 4096 topics held back closes with 4000).' },
+  { key: 'outbound.topicPolicies', type: 'list', default: [], doc: 'Per-topic overrides of outbound.policy as `pattern=close|drop|conflate` entries; the first matching pattern wins, e.g. `telemetry/#=conflate`.' },
 
   { key: 'history.topics', type: 'list', default: [], doc: 'Topics whose messages are kept for recovery and HISTORY, as `<topic pattern>=<count>` or `<topic pattern>=<count>/<seconds>s` entries (the last N messages, and none older than T); the first matching pattern wins, e.g. `rooms/#=100/300s`. Other topics keep no history and cost nothing.' },
   { key: 'history.maxBytes', type: 'int', default: 64 * MiB, min: 1024, max: 64 * 1024 * MiB, doc: 'Memory cap of all kept history together (payload bytes plus 64 per message); past it the oldest messages of any topic are evicted (`wiregate_history_evictions_total`).' },

@@ -16,6 +16,8 @@ export interface Stats {
   subscriptions: number;
   malformedFrames: number;
   deliveriesDropped: number;
+  /** Deliveries held back under the conflate policy and replaced by a newer one on the same topic. */
+  deliveriesConflated: number;
   slowConsumerCloses: number;
   rateLimitPauses: number;
   rateLimitCloses: number;
@@ -43,6 +45,7 @@ export function newStats(): Stats {
     subscriptions: 0,
     malformedFrames: 0,
     deliveriesDropped: 0,
+    deliveriesConflated: 0,
     slowConsumerCloses: 0,
     rateLimitPauses: 0,
     rateLimitCloses: 0,

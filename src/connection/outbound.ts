@@ -1,18 +1,36 @@
-// The outbound side of one connection: the byte budget and the slow-consumer policy, GAPs under
-// the drop policy, the batch subprotocol, and the choice between the fast path (pre-framed bytes
-// written straight to the corked socket, settled at the end of the tick) and ws's public send.
+// The outbound side of one connection: the byte budget and the slow-consumer policy (close, drop
+// with GAPs, conflate), the batch subprotocol, and the choice between the fast path (pre-framed
+// bytes written straight to the corked socket, settled at the end of the tick) and ws's public send.
 //
 // The budget measures what the peer has failed to read: bytes handed to the socket in EARLIER
 // event-loop turns that the kernel has not taken yet. Bytes written during the current turn are
 // still corked (not yet offered to the kernel) and never count, so a client that is sent a burst
 // in one turn, or one message larger than the budget, is not mistaken for a slow reader. What
 // the gateway can hold for one connection is therefore the budget plus one turn's sends.
+//
+// Conflation (policy CONFLATE): a delivery that finds the connection over budget is held back, at
+// most one per topic: a newer message on the same topic replaces the held one (the shared Outgoing,
+// never a copy) and counts as skipped. Once the backlog is back under the budget the connection
+// gets, per topic in the order the topics were first held back, GAP [21, topic, skipped] (if any
+// was skipped) and then the held message, paced: a catch-up stops once what is queued for the
+// connection (this turn's writes included) exceeds the budget and goes on at the next drain, so it
+// adds at most one message to what the gateway holds. More than MAX_CONFLATED_TOPICS topics held
+// back closes with 4000.
+// Nothing older is sent after something newer on a topic: a message for a topic that has one held
+// back always takes its place. What tells us the backlog went down, without a timer:
+// - fast path (raw socket): the socket's 'drain' event (a listener added the first time the
+//   connection conflates). Node emits it when its buffer empties after having reached the
+//   socket's writableHighWaterMark; a backlog over a budget of at least that size has reached it.
+//   With a smaller budget, the raw writes carry a completion callback instead (see rawSent).
+// - ws's public API (fast paths off, or what goes through ws.send anyway): ws.send's completion
+//   callback, one closure per connection, which compares ws.bufferedAmount with the budget.
+// A live delivery that finds the connection under budget also catches up first.
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import { CloseCode } from '../protocol/codes.js';
 import { encodeBinResultHead, encodeGap } from '../protocol/messages.js';
-import type { Outgoing } from '../pubsub/hub.js';
+import { SlowPolicy, type Outgoing } from '../pubsub/hub.js';
 import { wsFrameHeadInPlace, wsFrameInPlace } from '../transport/frame.js';
 import type { TickSettled, TickWriter } from '../transport/writer.js';
 import { beforeReceiverClose, fastPathSocket, senderIdle, sharedDeflateWindowBits, type FastPaths } from '../transport/ws-internals.js';
@@ -44,6 +62,16 @@ export abstract class Outbound implements TickSettled {
   private batchBytes = 0;
   /** Deliveries skipped under the `drop` policy since the last GAP, by topic. */
   private dropped: Map<string, number> | null = null;
+  /** Under the `conflate` policy: the latest held-back message per topic, in first-held order. */
+  private conflated: Map<string, Conflated> | null = null;
+  /** Something is owed once under budget again (dropped or conflated is set): one check on the hot path. */
+  private lagging = false;
+  /** The socket's 'drain' listener is installed (fast path, on the first conflation). */
+  private drainWatched = false;
+  /** ws.send's completion callback (created on the first ws.send): see drained(). */
+  private sent: (() => void) | undefined = undefined;
+  /** Completion callback of raw writes, only when the budget is below the socket's high-water mark ('drain' may not come). */
+  private readonly rawSent: (() => void) | undefined;
   /** Live deliveries held back while a recovering SUBSCRIBE reads history, by topic (null: none). */
   private held: Map<string, Outgoing[]> | null = null;
   /** Raw socket for pre-framed writes (null: ws.send only). */
@@ -69,6 +97,7 @@ export abstract class Outbound implements TickSettled {
     // must be written first. Without that hook, no batching (sock null: ws.send only).
     if (batch && sock !== null && !(ctx.fastPaths.closeHook && beforeReceiverClose(ws, this))) sock = null;
     this.sock = sock;
+    this.rawSent = sock !== null && ctx.budget < sock.writableHighWaterMark ? () => this.drained() : undefined;
   }
 
   /** Whether this connection writes pre-framed bytes itself (else ws.send only). */
@@ -100,8 +129,11 @@ export abstract class Outbound implements TickSettled {
     return true;
   }
 
-  /** Hub delivery: shared bytes, budget-checked; under the drop policy, counts the gap. */
-  deliver(out: Outgoing, mayDrop: boolean): void {
+  /**
+   * Hub delivery: shared bytes, budget-checked. Over budget, `policy` decides: close the
+   * connection, drop the delivery (counted for a GAP) or hold it back as its topic's latest.
+   */
+  deliver(out: Outgoing, policy: SlowPolicy): void {
     const ws = this.ws;
     if (ws.readyState !== 1) return;
     if (this.held !== null) {
@@ -113,16 +145,18 @@ export abstract class Outbound implements TickSettled {
       }
     }
     if (ws.bufferedAmount - this.tickBytes > this.ctx.budget) {
-      if (mayDrop) {
+      if (policy === SlowPolicy.DROP) {
         const d = (this.dropped ??= new Map());
         d.set(out.topic, (d.get(out.topic) ?? 0) + 1);
+        this.lagging = true;
         this.ctx.stats.deliveriesDropped++;
         return;
       }
+      if (policy === SlowPolicy.CONFLATE) return this.conflate(out);
       this.slowConsumer();
       return;
     }
-    if (this.dropped !== null) this.flushGaps();
+    if (this.lagging && this.catchUp(out)) return;
     const stats = this.ctx.stats;
     stats.messagesOut++;
     stats.bytesOut += out.msg.length;
@@ -146,7 +180,7 @@ export abstract class Outbound implements TickSettled {
     if (h === undefined) return true;
     this.held!.delete(topic);
     if (this.held!.size === 0) this.held = null;
-    for (const out of h) if (out.seq > after) this.deliver(out, false);
+    for (const out of h) if (out.seq > after) this.deliver(out, SlowPolicy.CLOSE);
     return h.length < MAX_HELD;
   }
 
@@ -174,7 +208,7 @@ export abstract class Outbound implements TickSettled {
     const h = wsFrameHeadInPlace(head, total);
     this.tickBytes += h.length + bin.length;
     sock.write(h);
-    sock.write(bin);
+    sock.write(bin, this.rawSent);
     return true;
   }
 
@@ -226,6 +260,106 @@ export abstract class Outbound implements TickSettled {
     }, 1000).unref();
   }
 
+  /** Holds `out` back as the latest of its topic (the connection is over budget, policy CONFLATE). */
+  private conflate(out: Outgoing): void {
+    let m = this.conflated;
+    if (m === null) {
+      m = this.conflated = new Map();
+      this.lagging = true;
+      if (this.sock !== null && !this.drainWatched) {
+        this.drainWatched = true;
+        this.sock.on('drain', () => this.drained());
+      }
+    }
+    const held = m.get(out.topic);
+    if (held !== undefined) {
+      held.out = out;
+      held.skipped++;
+      this.ctx.stats.deliveriesConflated++;
+      return;
+    }
+    if (m.size >= MAX_CONFLATED_TOPICS) {
+      // memory stays bounded: a consumer this far behind on this many topics is closed as under `close`
+      this.conflated = null;
+      this.lagging = this.dropped !== null;
+      this.slowConsumer();
+      return;
+    }
+    m.set(out.topic, { out, skipped: 0 });
+  }
+
+  /**
+   * Under budget again with something owed (a live delivery found it so): the drop policy's GAPs,
+   * then the conflated topics (paced). A delivery for a topic that has a message held back takes
+   * its place instead of going out now (order per topic); returns true when `out` was taken so.
+   */
+  private catchUp(out: Outgoing): boolean {
+    if (this.dropped !== null) this.flushGaps();
+    const m = this.conflated;
+    let taken = false;
+    if (m !== null) {
+      const held = m.get(out.topic);
+      if (held !== undefined) {
+        held.out = out;
+        held.skipped++;
+        this.ctx.stats.deliveriesConflated++;
+        taken = true;
+      }
+      this.flushConflated(m);
+    }
+    this.lagging = this.conflated !== null;
+    return taken;
+  }
+
+  /**
+   * The socket drained or a write completed (see the file comment): a conflating connection back
+   * under its budget gets what was held back. Otherwise a later drain or completion comes.
+   */
+  private drained(): void {
+    const m = this.conflated;
+    if (m === null) return;
+    if (this.ws.readyState !== 1) {
+      // closed or closing: nothing more is sent, the held messages are let go
+      this.conflated = null;
+      this.lagging = this.dropped !== null;
+      return;
+    }
+    if (this.ws.bufferedAmount - this.tickBytes > this.ctx.budget) return;
+    if (this.dropped !== null) this.flushGaps();
+    this.flushConflated(m);
+    this.lagging = this.conflated !== null;
+  }
+
+  /**
+   * Sends what the conflate policy held back, per topic in first-held order: GAP (when messages
+   * were replaced), then the latest message. Paced: it stops once what is queued for the
+   * connection (socket, ws, this turn's batch), this turn's writes included, exceeds the budget;
+   * the rest waits for the next drain (a newer message for a waiting topic still takes its place).
+   * Callers have seen the backlog of earlier turns under the budget, so with nothing written yet
+   * this turn at least one topic goes out; and what this turn wrote brings another drain or
+   * completion callback, so nothing is left waiting without one.
+   */
+  private flushConflated(m: Map<string, Conflated>): void {
+    const ws = this.ws;
+    const budget = this.ctx.budget;
+    const stats = this.ctx.stats;
+    for (const [topic, held] of m) {
+      if (ws.bufferedAmount + this.batchBytes > budget) return;
+      m.delete(topic);
+      if (held.skipped > 0) {
+        const g = encodeGap(topic, held.skipped);
+        stats.messagesOut++;
+        stats.bytesOut += g.length;
+        this.write(g, null);
+      }
+      const out = held.out;
+      stats.messagesOut++;
+      stats.bytesOut += out.msg.length;
+      this.write(out.msg, out);
+    }
+    this.conflated = null;
+  }
+
   /** Tells the client which topics lost deliveries while it was over budget. */
   private flushGaps(): void {
     const d = this.dropped!;
@@ -273,7 +407,7 @@ export abstract class Outbound implements TickSettled {
       const w = this.ctx.writer;
       const frame = compress ? (out !== null ? w.compressed(out, this.zBits) : w.compressOne(msg, this.zBits)) : out !== null ? w.wire(out) : wsFrameInPlace(msg);
       this.tickBytes += frame.length;
-      sock.write(frame);
+      sock.write(frame, this.rawSent);
     } else {
       if (this.batchParts !== null) this.flushBatch();
       if (!this.scheduled) {
@@ -281,7 +415,7 @@ export abstract class Outbound implements TickSettled {
         this.ctx.writer.schedule(this);
       }
       this.tickBytes += msg.length;
-      this.ws.send(msg, SEND_OPTS);
+      this.ws.send(msg, SEND_OPTS, (this.sent ??= () => this.drained()));
     }
   }
 
@@ -307,7 +441,7 @@ export abstract class Outbound implements TickSettled {
       frame = wsFrameInPlace(buf.subarray(h));
     }
     this.tickBytes += frame.length;
-    this.sock!.write(frame);
+    this.sock!.write(frame, this.rawSent);
   }
 
   /**
@@ -322,6 +456,18 @@ export abstract class Outbound implements TickSettled {
   }
 }
 
+/** A topic's message held back under the conflate policy, and how many older ones it replaced. */
+interface Conflated {
+  out: Outgoing;
+  skipped: number;
+}
+
+/**
+ * Most topics with a message held back per connection under the conflate policy; one more closes
+ * the connection with 4000. With at most one (shared, never copied) message per topic, what a
+ * conflating connection pins is bounded by this many messages.
+ */
+export const MAX_CONFLATED_TOPICS = 4096;
 const SEND_OPTS = { binary: true } as const;
 /** Most live deliveries held per topic while a recovery reads history. */
 const MAX_HELD = 10_000;

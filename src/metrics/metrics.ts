@@ -59,6 +59,7 @@ export function createMetrics(stats: Stats, live: LiveReadings, eventLoopResolut
   counter('wiregate_request_timeouts_total', 'Requests answered with TIMEOUT', () => stats.requestTimeouts);
   counter('wiregate_malformed_frames_total', 'Frames that were not well-formed msgpack (closed with 1007)', () => stats.malformedFrames);
   counter('wiregate_deliveries_dropped_total', 'Deliveries skipped for slow consumers under the drop policy', () => stats.deliveriesDropped);
+  counter('wiregate_deliveries_conflated_total', 'Deliveries held back for slow consumers under the conflate policy and replaced by a newer message on the same topic', () => stats.deliveriesConflated);
   counter('wiregate_slow_consumer_closes_total', 'Connections closed with 4000 SLOW_CONSUMER', () => stats.slowConsumerCloses);
   counter('wiregate_rate_limit_pauses_total', 'Times a connection was paused for exceeding its rate', () => stats.rateLimitPauses);
   counter('wiregate_rate_limit_closes_total', 'Connections closed with 4001 RATE_LIMITED', () => stats.rateLimitCloses);

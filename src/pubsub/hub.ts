@@ -23,13 +23,22 @@ export class Outgoing {
   ) {}
 }
 
+/**
+ * What a subscriber over its outbound budget does with a delivery (`outbound.policy`, per topic via
+ * `outbound.topicPolicies`): CLOSE the connection (4000), DROP the delivery (then GAP), or
+ * CONFLATE (keep only the latest message per topic until the socket drains). A small integer,
+ * decided once per published topic.
+ */
+export const SlowPolicy = { CLOSE: 0, DROP: 1, CONFLATE: 2 } as const;
+export type SlowPolicy = (typeof SlowPolicy)[keyof typeof SlowPolicy];
+
 export interface Subscriber {
   /** Unique non-zero id (used for publisher exclusion). */
   readonly id: number;
   /** Last delivery stamp seen: de-duplicates overlapping patterns within one publish. */
   stamp: number;
-  /** Hands a shared MESSAGE to the subscriber. Its buffers must not be modified. */
-  deliver(out: Outgoing, mayDrop: boolean): void;
+  /** Hands a shared MESSAGE to the subscriber, with its topic's slow-consumer policy. Its buffers must not be modified. */
+  deliver(out: Outgoing, policy: SlowPolicy): void;
 }
 
 export class Hub {
@@ -43,12 +52,12 @@ export class Hub {
   messages = 0;
 
   /**
-   * @param mayDrop decides once per published topic whether slow subscribers may skip it (drop
-   *   policy) or must be disconnected (close policy).
+   * @param policyFor decides once per published topic what a subscriber over its outbound budget
+   *   does with it (see SlowPolicy).
    */
   constructor(
     readonly broker: Broker,
-    private readonly mayDrop: (topic: string) => boolean = () => false,
+    private readonly policyFor: (topic: string) => SlowPolicy = () => SlowPolicy.CLOSE,
     /** The history policy of a topic (null: no history), from the gateway's configuration. */
     private readonly historyFor: (topic: string) => HistoryPolicy | null = () => null,
   ) {}
@@ -95,7 +104,7 @@ export class Hub {
     // Encode once; every subscriber gets the same bytes.
     const out = new Outgoing(encodeDelivery(topic, seq, payload), topic, seq);
     const stamp = ++this.stamp;
-    const mayDrop = this.mayDrop(topic);
+    const policy = this.policyFor(topic);
     let count = 0;
     try {
       for (let i = 0; i < n; i++) {
@@ -103,7 +112,7 @@ export class Hub {
           if (sub.stamp === stamp || sub.id === exclude) continue;
           sub.stamp = stamp;
           count++;
-          sub.deliver(out, mayDrop);
+          sub.deliver(out, policy);
         }
       }
     } finally {
