@@ -226,7 +226,7 @@ export class Runtime {
     this.attach(server);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(port, host, () => {
+      server.listen({ port, host, backlog: c.backlog }, () => {
         server.off('error', reject);
         resolve();
       });

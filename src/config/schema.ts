@@ -54,6 +54,7 @@ const MiB = 1024 * 1024;
 const TABLE = [
   { key: 'host', type: 'string', default: '0.0.0.0', doc: 'Interface to listen on.' },
   { key: 'port', type: 'int', default: 8080, min: 0, max: 65535, doc: 'TCP port to listen on (0 picks a free port).' },
+  { key: 'backlog', type: 'int', default: 4096, min: 1, max: 1_000_000, doc: 'Listen backlog: TCP connections the kernel queues until they are accepted (capped by `net.core.somaxconn`). A reconnect storm larger than it has SYNs dropped and retried a second later; Node\'s default is 511.' },
   { key: 'path', type: 'string', default: '/ws', doc: 'URL path that accepts WebSocket upgrades; other paths get 404.' },
   { key: 'maxPayload', type: 'int', default: 64 * KiB, min: 64, max: 64 * MiB, doc: 'Largest inbound message in bytes, checked after decompression too; larger closes with 1009.' },
   { key: 'requireSubprotocol', type: 'bool', default: false, doc: 'Reject upgrades that do not offer `wiregate.v1` (HTTP 426) instead of assuming it.' },
