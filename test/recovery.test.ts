@@ -263,3 +263,50 @@ describe('a broker without a feature the configuration needs', () => {
     await assert.rejects(gw.listen(), /history\.topics.*keeps no history/);
   });
 });
+
+describe('review of the recovery answers', () => {
+  test('HISTORY and PRESENCE go through the authorizeSubscribe hook like SUBSCRIBE', async (t) => {
+    const s = await up(t, { history: { topics: ['h/#=10'] }, presence: { topics: ['h/#'] } });
+    s.gw.hook('authorizeSubscribe', (_c, pattern) => !pattern.startsWith('h/secret'));
+    await s.gw.publish('h/secret', 'x');
+    const c = await client(t, s.url);
+    for (const msg of [[1, 'h/secret'], [7, 'h/secret'], [8, 'h/secret']] as const) {
+      const r = await c.call(msg[0], msg[1]);
+      assert.deepEqual([r[0], r[2]], [17, ErrorCode.FORBIDDEN], JSON.stringify(msg));
+    }
+    assert.equal((await c.call(7, 'h/open'))[0], 16);
+  });
+
+  test('retained: false is honoured on a history topic too; since on a topic already subscribed is refused', async (t) => {
+    const s = await up(t, { history: { topics: ['h/#=10'] } });
+    const c = await client(t, s.url);
+    await c.call(3, 'h/1', 'kept', { retain: true });
+    const r = (await c.call(1, 'h/1', { retained: false })) as [number, number, { seq: number }];
+    assert.equal(r[2].seq, 1);
+    await c.call(5);
+    assert.equal(c.messages.filter(isDelivery).length, 0);
+    const again = await c.call(1, 'h/1', { since: { seq: 0, epoch: 'e' } });
+    assert.deepEqual([again[0], again[2]], [17, ErrorCode.BAD_REQUEST]);
+  });
+
+  test('more live messages than a hold can keep while history is read: recovered false, never a silent gap', async (t) => {
+    const broker = new MemoryBroker();
+    const history = broker.history.bind(broker);
+    let answer: (() => void) | null = null;
+    const slow: Broker = broker;
+    slow.history = (topic, q) => new Promise((resolve) => (answer = () => resolve(history(topic, q))));
+    const s = await up(t, { broker: slow, history: { topics: ['m/#=100000'], maxRecover: 20_000 }, outbound: { maxBufferedBytes: 64 * 1024 * 1024 } }); // the window and the cap hold everything: only the hold overflows
+    await s.gw.publish('m/1', 0);
+    const c = await client(t, s.url);
+    const reply = c.call(1, 'm/1', { since: { seq: 1, epoch: broker.epoch } });
+    for (let i = 0; i < 10_000 && answer === null; i++) await turn(); // the history read has started
+    assert.ok(answer !== null);
+    for (let i = 1; i <= 10_005; i++) void s.gw.publish('m/1', i); // more than the hold keeps
+    (answer as () => void)();
+    const r = (await reply) as [number, number, { seq: number; recovered: boolean }];
+    assert.deepEqual([r[2].recovered, r[2].seq], [false, 10_006]);
+    await s.gw.publish('m/1', 'after');
+    const next = await c.delivery('m/1');
+    assert.deepEqual([next[2], next[3]], [10_007, 'after'], 'live messages follow the position; nothing held from before it');
+  });
+});

@@ -8,6 +8,7 @@ import {
   DeliveryFlag,
   HEADROOM,
   encodeDelivery,
+  encodeGap,
   encodeHistoryResult,
   encodePresenceResult,
   MsgType,
@@ -24,7 +25,7 @@ import {
 } from '../protocol/messages.js';
 import { newEnvelope, parseEnvelope } from '../protocol/envelope.js';
 import { isPattern, topicError, type TopicLimits } from '../protocol/topic.js';
-import { historyOptions, subscribeOptions, type SubscribeOptions } from '../protocol/options.js';
+import { historyOptions, subscribeOptions, type HistoryOptions, type SubscribeOptions } from '../protocol/options.js';
 import type { Presence } from '../pubsub/presence.js';
 import type { Hub } from '../pubsub/hub.js';
 import type { BrokerPublishResult, RetainedMessage } from '../pubsub/broker.js';
@@ -205,7 +206,7 @@ export class Dispatcher {
     if (o.since !== null && !exact) return s.sendError(id, ErrorCode.BAD_REQUEST, 'since (recovery) needs a topic without wildcards');
     if (o.presence && !exact) return s.sendError(id, ErrorCode.BAD_REQUEST, 'presence events need a topic without wildcards');
     if (o.presence && !ctx.presence.enabled(pattern)) return s.sendError(id, ErrorCode.NOT_ENABLED, `no presence is kept for ${pattern}`);
-    if (s.subscriptions.has(pattern)) return ok(s, id);
+    if (s.subscriptions.has(pattern)) return o.since === null ? ok(s, id) : alreadySubscribed(s, id, pattern);
     if (s.subscriptions.size >= ctx.maxSubscriptions) {
       return s.sendError(id, ErrorCode.TOO_MANY_SUBSCRIPTIONS, `at most ${ctx.maxSubscriptions} subscriptions per connection`);
     }
@@ -229,7 +230,7 @@ export class Dispatcher {
   private doSubscribe(s: Session, id: number, pattern: string, o: SubscribeOptions): void {
     if (s.closing || s.ws.readyState !== 1) return;
     const ctx = this.ctx;
-    if (s.subscriptions.has(pattern)) return ok(s, id);
+    if (s.subscriptions.has(pattern)) return o.since === null ? ok(s, id) : alreadySubscribed(s, id, pattern);
     // checked again: an asynchronous hook may have let other subscribes through meanwhile
     if (s.subscriptions.size >= ctx.maxSubscriptions) {
       return s.sendError(id, ErrorCode.TOO_MANY_SUBSCRIPTIONS, `at most ${ctx.maxSubscriptions} subscriptions per connection`);
@@ -237,12 +238,14 @@ export class Dispatcher {
     const exact = !isPattern(pattern);
     const broker = ctx.hub.broker;
     const position = exact && (o.since !== null || ctx.hub.historyPolicy(pattern) !== null);
-    const retained = o.retained && broker.features.retained;
+    const retained = o.retained && broker.features.retained && !ctx.retainedOff;
     s.addSubscription(pattern);
     ctx.stats.subscriptions++;
-    if (o.since !== null) s.hold(pattern);
+    // Live messages wait while the position or history is read (a network broker answers later):
+    // released after the answer, from the position on, so none arrives before its RESULT or twice.
+    if (position) s.hold(pattern);
     const done = (err: unknown) => {
-      if (o.since !== null) s.release(pattern, Infinity);
+      if (position) s.release(pattern, Infinity);
       this.replyThrown(s, id, err);
     };
     then(
@@ -255,8 +258,8 @@ export class Dispatcher {
         if (!position && !retained) return ok(s, id);
         const since = o.since;
         if (since === null) {
-          if (!position) return this.sendRetained(s, id, pattern, null, done);
-          return then(broker.position(pattern), (pos) => this.sendRetained(s, id, pattern, { seq: pos.seq, epoch: pos.epoch }, done), done);
+          if (!position) return this.sendRetained(s, id, pattern, null, retained, 0, done);
+          return then(broker.position(pattern), (pos) => this.sendRetained(s, id, pattern, { seq: pos.seq, epoch: pos.epoch }, retained, pos.seq, done), done);
         }
         then(
           broker.history(pattern, { since, limit: ctx.maxRecover }),
@@ -269,10 +272,11 @@ export class Dispatcher {
               this.unsubscribe(s, 0, pattern);
               return s.sendError(id, ErrorCode.BAD_REQUEST, `since.seq ${since.seq} is ahead of the topic (seq ${pos.seq})`);
             }
-            const recovered = page.complete && !page.more;
+            // all or nothing: the window held everything and no live message was lost while reading
+            const recovered = page.complete && !page.more && s.heldDropped(pattern) === 0;
             if (!recovered) {
               // the client resynchronises: the current position, retained values, then what follows it
-              return this.sendRetained(s, id, pattern, { seq: pos.seq, epoch: pos.epoch, recovered: false }, done, pos.seq);
+              return this.sendRetained(s, id, pattern, { seq: pos.seq, epoch: pos.epoch, recovered: false }, retained, pos.seq, done);
             }
             if (id !== 0) s.send(encodeResult(id, { seq: pos.seq, epoch: pos.epoch, recovered: true }));
             let last = since.seq;
@@ -281,7 +285,7 @@ export class Dispatcher {
               last = pub.seq;
             }
             ctx.stats.recovered += page.publications.length;
-            s.release(pattern, last);
+            this.release(s, pattern, last);
           },
           done,
         );
@@ -290,18 +294,29 @@ export class Dispatcher {
     );
   }
 
-  /** RESULT (with `head` when given), the retained values matching `pattern`, then held live messages after `after`. */
-  private sendRetained(s: Session, id: number, pattern: string, head: Record<string, unknown> | null, fail: (err: unknown) => void, after = 0): void {
-    const ctx = this.ctx;
-    const broker = ctx.hub.broker;
+  /**
+   * RESULT (with `head` when given), the retained values matching `pattern` (when `retained`),
+   * then the held live messages after `after` (and after a retained value of the topic itself).
+   */
+  private sendRetained(s: Session, id: number, pattern: string, head: Record<string, unknown> | null, retained: boolean, after: number, fail: (err: unknown) => void): void {
     const finish = (list: readonly RetainedMessage[]) => {
       if (s.closing) return;
       if (id !== 0) s.send(head === null ? encodeResult(id) : encodeResult(id, head));
-      for (const r of list) s.send(encodeDelivery(r.topic, r.seq, r.payload, HEADROOM, DeliveryFlag.RETAINED));
-      s.release(pattern, after);
+      let last = after;
+      for (const r of list) {
+        s.send(encodeDelivery(r.topic, r.seq, r.payload, HEADROOM, DeliveryFlag.RETAINED));
+        if (r.topic === pattern && r.seq > last) last = r.seq;
+      }
+      this.release(s, pattern, last);
     };
-    if (!broker.features.retained || ctx.retainedOff) return finish([]);
-    then(broker.retained(pattern, ctx.maxRecover), finish, fail);
+    if (!retained) return finish([]);
+    then(this.ctx.hub.broker.retained(pattern, this.ctx.maxRecover), finish, fail);
+  }
+
+  /** Ends a hold; live messages the hold could not keep are reported as a GAP. */
+  private release(s: Session, topic: string, after: number): void {
+    const dropped = s.release(topic, after);
+    if (dropped > 0) s.send(encodeGap(topic, dropped));
   }
 
   private unsubscribe(s: Session, id: number, pattern: string): void {
@@ -323,7 +338,24 @@ export class Dispatcher {
     const o = historyOptions(options ?? undefined, ctx.maxRecover);
     if (typeof o === 'string') return s.sendError(id, ErrorCode.BAD_REQUEST, o);
     if (ctx.hub.historyPolicy(topic) === null) return s.sendError(id, ErrorCode.NOT_ENABLED, `no history is kept for ${topic}`);
+    this.authorizeRead(s, id, topic, () => this.readHistory(s, id, topic, o));
+  }
+
+  /** Reading a topic's history or presence needs what subscribing to it needs: token permissions and the authorizeSubscribe hook. */
+  private authorizeRead(s: Session, id: number, topic: string, go: () => void): void {
     if (s.canSubscribe !== null && !s.canSubscribe(topic)) return s.sendError(id, ErrorCode.FORBIDDEN, `not allowed to read ${topic}`);
+    const hook = this.ctx.hooks.authorizeSubscribe;
+    if (hook === undefined) return go();
+    settle(
+      () => hook(s, topic),
+      (allowed) => (allowed ? go() : s.sendError(id, ErrorCode.FORBIDDEN, `not allowed to read ${topic}`)),
+      (err) => this.replyThrown(s, id, err),
+    );
+  }
+
+  private readHistory(s: Session, id: number, topic: string, o: HistoryOptions): void {
+    if (s.closing) return;
+    const ctx = this.ctx;
     const since = o.since;
     then(
       ctx.hub.broker.history(topic, { since: since ?? undefined, limit: o.limit ?? ctx.maxRecover, reverse: o.reverse }),
@@ -342,11 +374,12 @@ export class Dispatcher {
   private presence(s: Session, id: number, topic: string): void {
     const ctx = this.ctx;
     if (!ctx.presence.enabled(topic)) return s.sendError(id, ErrorCode.NOT_ENABLED, `no presence is kept for ${topic}`);
-    if (s.canSubscribe !== null && !s.canSubscribe(topic)) return s.sendError(id, ErrorCode.FORBIDDEN, `not allowed to read ${topic}`);
-    then(
-      ctx.hub.broker.presence(topic),
-      (entries) => s.send(encodePresenceResult(id, entries)),
-      (err) => this.replyThrown(s, id, err),
+    this.authorizeRead(s, id, topic, () =>
+      then(
+        ctx.hub.broker.presence(topic),
+        (entries) => s.send(encodePresenceResult(id, entries)),
+        (err) => this.replyThrown(s, id, err),
+      ),
     );
   }
 
@@ -405,6 +438,10 @@ export class Dispatcher {
     this.ctx.log.warn({ err, connection: s.id }, 'handler or hook failed');
     s.sendError(id, ErrorCode.HANDLER_ERROR, 'handler failed');
   }
+}
+
+function alreadySubscribed(s: Session, id: number, pattern: string): void {
+  s.sendError(id, ErrorCode.BAD_REQUEST, `already subscribed to ${pattern}: unsubscribe before recovering with since`);
 }
 
 function ok(s: Session, id: number): void {

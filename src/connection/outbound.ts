@@ -73,7 +73,7 @@ export abstract class Outbound implements TickSettled {
   /** Completion callback of raw writes, only when the budget is below the socket's high-water mark ('drain' may not come). */
   private readonly rawSent: (() => void) | undefined;
   /** Live deliveries held back while a recovering SUBSCRIBE reads history, by topic (null: none). */
-  private held: Map<string, Outgoing[]> | null = null;
+  private held: Map<string, Held> | null = null;
   /** Raw socket for pre-framed writes (null: ws.send only). */
   private readonly sock: Socket | null;
   /** Messages this long or longer go through ws.send so ws can compress them (context takeover). */
@@ -139,8 +139,11 @@ export abstract class Outbound implements TickSettled {
     if (this.held !== null) {
       const h = this.held.get(out.topic);
       if (h !== undefined) {
-        if (h.length < MAX_HELD) h.push(out);
-        else this.ctx.stats.deliveriesDropped++; // the recovery then reports the gap (see release)
+        if (h.list.length < MAX_HELD) h.list.push(out);
+        else {
+          h.dropped++; // the SUBSCRIBE answer then says recovered: false, or a GAP follows (see release)
+          this.ctx.stats.deliveriesDropped++;
+        }
         return;
       }
     }
@@ -168,20 +171,25 @@ export abstract class Outbound implements TickSettled {
    * merged after the history by `release`.
    */
   hold(topic: string): void {
-    (this.held ??= new Map()).set(topic, []);
+    (this.held ??= new Map()).set(topic, { list: [], dropped: 0 });
+  }
+
+  /** Live messages of a held topic that did not fit (MAX_HELD). */
+  heldDropped(topic: string): number {
+    return this.held?.get(topic)?.dropped ?? 0;
   }
 
   /**
-   * Ends a hold: delivers the held messages with seq > `after` (those the history did not already
-   * contain), in order. Returns false when the hold overflowed (some live message was not kept).
+   * Ends a hold: delivers the held messages with seq > `after` (those the history or the position
+   * already covered are skipped), in order. Returns how many live messages the hold could not keep.
    */
-  release(topic: string, after: number): boolean {
+  release(topic: string, after: number): number {
     const h = this.held?.get(topic);
-    if (h === undefined) return true;
+    if (h === undefined) return 0;
     this.held!.delete(topic);
     if (this.held!.size === 0) this.held = null;
-    for (const out of h) if (out.seq > after) this.deliver(out, SlowPolicy.CLOSE);
-    return h.length < MAX_HELD;
+    for (const out of h.list) if (out.seq > after) this.deliver(out, SlowPolicy.CLOSE);
+    return h.dropped;
   }
 
   /**
@@ -469,6 +477,11 @@ interface Conflated {
  */
 export const MAX_CONFLATED_TOPICS = 4096;
 const SEND_OPTS = { binary: true } as const;
+interface Held {
+  list: Outgoing[];
+  dropped: number;
+}
+
 /** Most live deliveries held per topic while a recovery reads history. */
 const MAX_HELD = 10_000;
 /** directMax when every size may take the direct path (a small integer, unlike Infinity, is stored inline). */
