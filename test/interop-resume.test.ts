@@ -6,11 +6,12 @@
 // test is skipped when the Python packages are missing, except under CI=true, where it fails.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { cleanup, startGateway } from './helpers.js';
+import { spawnAtEnd } from './proc.js';
 
 const PYTHON = process.env.INTEROP_PYTHON ?? '/usr/bin/python3';
 const PY_CLIENT = fileURLToPath(new URL('./interop/py_resume.py', import.meta.url));
@@ -32,21 +33,14 @@ const turn = () => new Promise((resolve) => setImmediate(resolve));
 test('a Python client written from docs/protocol.md resumes with since {seq, epoch}: every seq once, in order, recovered: true', { skip: missing ? `not installed: ${missing}` : false, timeout: 60_000 }, async (t) => {
   // maxRecover above everything the client can miss, so the outcome does not depend on how fast it reconnects
   const s = await startGateway(t, { history: { topics: ['stream/#=1000'], maxRecover: 1000 } });
-  const py = spawn(PYTHON, [PY_CLIENT, s.url, TOPIC, String(FIRST), String(LAST)], { stdio: ['pipe', 'pipe', 'pipe'] });
-  const pyExit = new Promise<number | null>((resolve) => py.on('exit', (code) => resolve(code)));
-  cleanup(t, async () => {
-    if (py.exitCode === null && py.signalCode === null) py.kill();
-    await pyExit;
-  });
-  let pyErr = '';
-  py.stderr.on('data', (d) => (pyErr += d));
-  const lines = createInterface({ input: py.stdout })[Symbol.asyncIterator]();
+  const { child: py, exited: pyExit, stderr } = spawnAtEnd(t, PYTHON, [PY_CLIENT, s.url, TOPIC, String(FIRST), String(LAST)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const lines = createInterface({ input: py.stdout! })[Symbol.asyncIterator]();
   const events: Array<Record<string, unknown>> = [];
   /** Reads the client's events up to and including the first that has `key`. */
   const until = async (key: string) => {
     for (;;) {
       const r = await lines.next();
-      assert.ok(!r.done, `python client ended before "${key}": ${pyErr}\nevents: ${JSON.stringify(events.slice(-5))}`);
+      assert.ok(!r.done, `python client ended before "${key}": ${stderr()}\nevents: ${JSON.stringify(events.slice(-5))}`);
       const e = JSON.parse(r.value) as Record<string, unknown>;
       events.push(e);
       assert.ok(!('unexpected' in e), `python client got something unexpected: ${JSON.stringify(e)}`);
@@ -75,11 +69,11 @@ test('a Python client written from docs/protocol.md resumes with since {seq, epo
   const [disconnectedAt] = await Promise.all([until('disconnected'), publishTo(MISSED)]);
   assert.equal(disconnectedAt, FIRST);
   // the stream is at MISSED: the client missed FIRST + 1 .. MISSED, to be recovered
-  py.stdin.write('reconnect\n');
+  py.stdin!.write('reconnect\n');
   // the rest is published while the client reconnects, recovers and reads on
   const [resumed] = await Promise.all([until('resumed'), publishTo(LAST)]);
   const done = (await until('done')) as { seq: number; duplicates: number };
-  assert.equal(await pyExit, 0, pyErr);
+  assert.equal(await pyExit, 0, stderr());
 
   assert.deepEqual(Object.keys(resumed as object).sort(), ['epoch', 'recovered', 'seq']);
   const r = resumed as { seq: number; epoch: string; recovered: boolean };

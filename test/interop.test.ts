@@ -7,12 +7,13 @@
 // fails the test instead of skipping it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { FAST, cleanup, connect, startGateway } from './helpers.js';
+import { spawnAtEnd } from './proc.js';
 import { decodeFrame, encode } from '../src/protocol/messages.js';
 import { internals } from '../src/gateway.js';
 
@@ -44,18 +45,11 @@ for (const preset of ['fast', 'balanced'] as const) {
   test(`compress-once frames decode in Chromium, Python websockets and ws (preset ${preset})`, { skip: missing ? `not installed: ${missing}` : false, timeout: 60_000 }, async (t) => {
     const s = await startGateway(t, { compression: { preset, threshold: 64 } });
     s.gw.handle('echo', (_c, p) => p);
-    const py = spawn(PYTHON, [PY_CLIENT, s.url, 'interop/#', String(payloads.length), JSON.stringify(echoPayload)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const pyExit = new Promise<number | null>((resolve) => py.on('exit', (code) => resolve(code)));
-    cleanup(t, async () => {
-      if (py.exitCode === null && py.signalCode === null) py.kill();
-      await pyExit;
-    });
-    let pyErr = '';
-    py.stderr.on('data', (d) => (pyErr += d));
-    const pyLines = createInterface({ input: py.stdout })[Symbol.asyncIterator]();
+    const { child: py, exited: pyExit, stderr } = spawnAtEnd(t, PYTHON, [PY_CLIENT, s.url, 'interop/#', String(payloads.length), JSON.stringify(echoPayload)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const pyLines = createInterface({ input: py.stdout! })[Symbol.asyncIterator]();
     const pyNext = async () => {
       const r = await pyLines.next();
-      assert.ok(!r.done, `python client ended early: ${pyErr}`);
+      assert.ok(!r.done, `python client ended early: ${stderr()}`);
       return JSON.parse(r.value) as Record<string, unknown>;
     };
 
@@ -101,7 +95,7 @@ for (const preset of ['fast', 'balanced'] as const) {
     // python
     for (const e of expected) assert.deepEqual((await pyNext()).msg, e);
     assert.deepEqual((await pyNext()).echo, [16, 2, echoPayload], 'python request inflated and answered');
-    assert.equal(await pyExit, 0, pyErr);
+    assert.equal(await pyExit, 0, stderr());
     // chromium: frames collected in the page, decoded here
     await page.waitForFunction((n) => (globalThis as unknown as { msgs: unknown[] }).msgs.length >= n, expected.length + 1);
     const frames = await page.evaluate(() => (globalThis as unknown as { msgs: number[][] }).msgs);

@@ -1,10 +1,11 @@
 // Helpers for tests that run the CLI as a real process: dist/ built, and children killed at the end.
-import type { ChildProcess } from 'node:child_process';
-import { spawnSync } from 'node:child_process';
+import type { ChildProcess, SpawnOptions } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cleanup } from './helpers.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -44,4 +45,18 @@ export function killAtEnd(t: { after: (fn: () => unknown) => void }, child: Chil
     }
   });
   return exited;
+}
+
+/** Spawns a process that is killed (and waited for) when the test ends; its stderr is collected. */
+export function spawnAtEnd(t: { after: (fn: () => unknown) => void }, cmd: string, args: string[], opts: SpawnOptions): { child: ChildProcess; exited: Promise<number | null>; stderr: () => string } {
+  const child = spawn(cmd, args, opts);
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  // through the helpers' one cleanup per test: it runs every cleanup, newest first, even if one throws
+  cleanup(t, async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill();
+    await exited;
+  });
+  let err = '';
+  child.stderr?.on('data', (d) => (err += d));
+  return { child, exited, stderr: () => err };
 }

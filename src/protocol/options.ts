@@ -38,6 +38,11 @@ function since(v: unknown): Since | string {
   return { seq, epoch };
 }
 
+/** `since` of an options map: absent or nil is null; a string is the BAD_REQUEST message. */
+function optionalSince(o: Record<string, unknown>): Since | null | string {
+  return o.since === undefined || o.since === null ? null : since(o.since);
+}
+
 function bool(o: Record<string, unknown>, key: string, dflt: boolean): boolean | string {
   const v = o[key];
   if (v === undefined || v === null) return dflt;
@@ -47,12 +52,8 @@ function bool(o: Record<string, unknown>, key: string, dflt: boolean): boolean |
 /** SUBSCRIBE options (the caller checked it is a map); a string is the BAD_REQUEST message. */
 export function subscribeOptions(o: Record<string, unknown> | undefined): SubscribeOptions | string {
   if (o === undefined) return DEFAULT_SUBSCRIBE_OPTIONS;
-  let s: Since | null = null;
-  if (o.since !== undefined && o.since !== null) {
-    const r = since(o.since);
-    if (typeof r === 'string') return r;
-    s = r;
-  }
+  const s = optionalSince(o);
+  if (typeof s === 'string') return s;
   const retained = bool(o, 'retained', true);
   if (typeof retained === 'string') return retained;
   const presence = bool(o, 'presence', false);
@@ -63,12 +64,8 @@ export function subscribeOptions(o: Record<string, unknown> | undefined): Subscr
 /** HISTORY options; `maxLimit` is the server's cap (a larger limit is refused, not cut). */
 export function historyOptions(o: Record<string, unknown> | undefined, maxLimit: number): HistoryOptions | string {
   if (o === undefined) return DEFAULT_HISTORY_OPTIONS;
-  let s: Since | null = null;
-  if (o.since !== undefined && o.since !== null) {
-    const r = since(o.since);
-    if (typeof r === 'string') return r;
-    s = r;
-  }
+  const s = optionalSince(o);
+  if (typeof s === 'string') return s;
   let limit: number | null = null;
   if (o.limit !== undefined && o.limit !== null) {
     if (typeof o.limit !== 'number' || !Number.isSafeInteger(o.limit) || o.limit < 0) return 'limit must be an integer >= 0';
