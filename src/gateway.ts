@@ -12,8 +12,8 @@ import { Runtime, type Authenticate } from './runtime.js';
 export type { Authenticate } from './runtime.js';
 
 export interface EmbedOptions {
-  /** Message broker; defaults to the in-process MemoryBroker. */
-  broker?: Broker;
+  /** Message broker: an instance, or the `broker` option (`memory` or a redis:// URL); default `memory`. */
+  broker?: Broker | string;
   hooks?: Hooks;
   /** A pino logger to use instead of creating one. */
   logger?: Logger;
@@ -21,7 +21,7 @@ export interface EmbedOptions {
   config?: GatewayConfig;
 }
 
-export type CreateGatewayOptions = GatewayOptions & EmbedOptions;
+export type CreateGatewayOptions = Omit<GatewayOptions, 'broker'> & EmbedOptions;
 
 export interface PublishResult {
   seq: number;
@@ -39,8 +39,8 @@ export class Gateway {
 
   constructor(options: CreateGatewayOptions = {}) {
     const { broker, hooks, logger, config, ...rest } = options;
-    this.config = config ?? resolveConfig({ options: rest });
-    const rt = new Runtime({ config: this.config, broker, hooks, logger });
+    this.config = config ?? resolveConfig({ options: typeof broker === 'string' ? { ...rest, broker } : rest });
+    const rt = new Runtime({ config: this.config, broker: typeof broker === 'string' ? undefined : broker, hooks, logger });
     this[kRuntime] = rt;
     this.log = rt.log;
   }

@@ -17,6 +17,7 @@ import { Hub, SlowPolicy } from './pubsub/hub.js';
 import { Presence } from './pubsub/presence.js';
 import { randomBytes } from 'node:crypto';
 import { MemoryBroker } from './pubsub/memory-broker.js';
+import { RedisBroker } from './pubsub/redis-broker.js';
 import type { Broker, HistoryPolicy } from './pubsub/broker.js';
 import { Session, type SessionContext } from './connection/session.js';
 import { Dispatcher } from './connection/dispatch.js';
@@ -84,7 +85,11 @@ export class Runtime {
     this.hooks = { ...opts.hooks };
     this.fastPaths = fastPaths();
     this.topicLimits = Object.freeze({ maxLength: c.limits.maxTopicLength, maxLevels: c.limits.maxTopicLevels });
-    const broker = opts.broker ?? new MemoryBroker({ historyMaxBytes: c.history.maxBytes, retainedMaxTopics: c.retained.maxTopics, retainedMaxBytes: c.retained.maxBytes });
+    const broker: Broker =
+      opts.broker ??
+      (c.broker === 'memory'
+        ? new MemoryBroker({ historyMaxBytes: c.history.maxBytes, retainedMaxTopics: c.retained.maxTopics, retainedMaxBytes: c.retained.maxBytes })
+        : new RedisBroker({ url: c.broker, prefix: c.brokerPrefix }));
     this.hub = new Hub(broker, outboundPolicy(c), historyPolicy(c));
     this.authenticator = c.auth.enabled
       ? createAuthenticator({

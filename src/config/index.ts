@@ -207,6 +207,9 @@ export function resolveConfig(sources: ConfigSources = {}): GatewayConfig {
       throw new ConfigError('outbound.topicPolicies', 'entries must be `<topic pattern>=close`, `<topic pattern>=drop` or `<topic pattern>=conflate`', entry, set.get('outbound.topicPolicies')?.source);
     }
   }
+  if (c.broker !== 'memory' && !/^rediss?:\/\/[^\s]+$/.test(c.broker)) {
+    throw new ConfigError('broker', 'must be `memory` or a redis:// or rediss:// URL', c.broker, set.get('broker')?.source);
+  }
   for (const entry of c.history.topics) {
     if (parseHistoryEntry(entry) === null) {
       throw new ConfigError('history.topics', 'entries must be `<topic pattern>=<count>` or `<topic pattern>=<count>/<seconds>s` with count >= 1', entry, set.get('history.topics')?.source);
@@ -235,7 +238,9 @@ export function redactConfig(c: GatewayConfig): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const field of FIELDS) {
     const v = getPath(c as unknown as Record<string, unknown>, field.key);
-    setPath(out, field.key, field.secret && v ? '<redacted>' : v);
+    // a URL's password is a secret too (broker.url): shown as <redacted>, the rest kept
+    const shown = typeof v === 'string' && /^[a-z]+:\/\/[^/@:]*:[^/@]*@/.test(v) ? v.replace(/^([a-z]+:\/\/[^/@:]*:)[^/@]*@/, '$1<redacted>@') : v;
+    setPath(out, field.key, field.secret && v ? '<redacted>' : shown);
   }
   return out;
 }

@@ -253,9 +253,12 @@ export class RedisBroker implements Broker {
   private sweeping = false;
   private readonly sweepEvery: number;
   private closed = false;
+  /** The URL without its password, for messages. */
+  private readonly where: string;
 
   constructor(opts: RedisBrokerOptions) {
     this.prefix = opts.prefix ?? 'wg:';
+    this.where = opts.url.replace(/^([a-z]+:\/\/[^/@:]*:)[^/@]*@/, '$1<redacted>@');
     this.channelPrefix = `${this.prefix}{c}`;
     this.presenceChannel = `${this.prefix}{presence}`;
     this.sweepEvery = opts.presenceSweep ?? 1000;
@@ -289,7 +292,14 @@ export class RedisBroker implements Broker {
   async start(deliver: BrokerDeliver, onPresence?: PresenceListener): Promise<void> {
     this.deliver = deliver;
     this.onPresence = onPresence ?? null;
-    await Promise.all([this.cmd.connect(), this.sub.connect()]);
+    try {
+      await Promise.all([this.cmd.connect(), this.sub.connect()]);
+    } catch (err) {
+      // stop ioredis retrying in the background: a gateway that cannot start must be able to exit
+      this.cmd.disconnect();
+      this.sub.disconnect();
+      throw new Error(`cannot connect to the Redis broker at ${this.where}: ${err instanceof Error ? err.message : String(err)}`);
+    }
     this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.onMessage(channel, message));
     this.sub.on('pmessageBuffer', (_glob: Buffer, channel: Buffer, message: Buffer) => this.onMessage(channel, message));
     await this.sub.subscribe(this.presenceChannel);

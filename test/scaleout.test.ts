@@ -1,0 +1,113 @@
+// Several gateway nodes as one gateway over Redis (broker.url): messages, sequence numbers,
+// recovery and presence across nodes, on a redis-server this file starts itself. Without
+// redis-server the file is skipped (with the reason), except under CI=true, where it fails.
+import { after, describe, test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createGateway, type CreateGatewayOptions, type Gateway } from '../src/index.js';
+import { Client } from './helpers.js';
+import { freePort, startRedis } from './redis-server.js';
+
+let server: { proc: ChildProcess; port: number } | null = null;
+let failure = '';
+try {
+  server = await startRedis();
+} catch (err) {
+  failure = err instanceof Error ? err.message : String(err);
+}
+if (server !== null) {
+  const proc = server.proc;
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  after(async () => {
+    proc.kill('SIGTERM');
+    await exited;
+  });
+}
+
+async function node(t: TestContext, prefix: string, options: CreateGatewayOptions = {}): Promise<{ gw: Gateway; url: string }> {
+  const gw = createGateway({
+    log: { level: 'silent' },
+    host: '127.0.0.1',
+    port: 0,
+    broker: `redis://127.0.0.1:${server!.port}`,
+    brokerPrefix: prefix,
+    history: { topics: ['rooms/#=100'] },
+    presence: { topics: ['rooms/#'] },
+    ...options,
+  });
+  t.after(() => gw.close({ drainTimeout: 0 }));
+  const { port } = await gw.listen();
+  return { gw, url: `ws://127.0.0.1:${port}/ws` };
+}
+
+async function client(t: TestContext, url: string): Promise<Client> {
+  const c = new Client(url);
+  t.after(() => c.ws.terminate());
+  await c.opened;
+  return c;
+}
+
+const skip = server === null ? (process.env.CI === 'true' ? false : `cannot start redis-server: ${failure}`) : false;
+
+describe('two gateway nodes on one Redis', { skip }, () => {
+  test('redis-server is available (CI=true needs it)', () => {
+    assert.ok(server !== null, `cannot start redis-server: ${failure}`);
+  });
+
+  test('a message published on one node reaches subscribers on both, with one sequence', async (t) => {
+    const prefix = `n:${randomBytes(4).toString('hex')}:`;
+    const a = await node(t, prefix);
+    const b = await node(t, prefix);
+    const ca = await client(t, a.url);
+    const cb = await client(t, b.url);
+    assert.equal((await ca.call(1, 'rooms/+'))[0], 16);
+    assert.equal((await cb.call(1, 'rooms/1'))[0], 16);
+    assert.deepEqual(await cb.call(3, 'rooms/1', 'from b'), [16, 2, 1]);
+    assert.deepEqual(await ca.call(3, 'rooms/1', 'from a'), [16, 2, 2]);
+    for (const c of [ca, cb]) {
+      assert.deepEqual(await c.delivery('rooms/1'), [18, 'rooms/1', 1, 'from b']);
+      assert.deepEqual(await c.delivery('rooms/1'), [18, 'rooms/1', 2, 'from a']);
+    }
+  });
+
+  test('a client recovers on the other node what was published while it was away', async (t) => {
+    const prefix = `n:${randomBytes(4).toString('hex')}:`;
+    const a = await node(t, prefix);
+    const b = await node(t, prefix);
+    const first = await client(t, a.url);
+    const r = (await first.call(1, 'rooms/9')) as [number, number, { seq: number; epoch: string }];
+    for (let i = 1; i <= 5; i++) await a.gw.publish('rooms/9', i);
+    let last = 0;
+    for (let i = 1; i <= 5; i++) last = (await first.delivery('rooms/9'))[2];
+    first.ws.terminate();
+    for (let i = 6; i <= 12; i++) await b.gw.publish('rooms/9', i);
+    const again = await client(t, b.url);
+    const rr = (await again.call(1, 'rooms/9', { since: { seq: last, epoch: r[2].epoch } })) as [number, number, { recovered: boolean; seq: number }];
+    assert.deepEqual([rr[2].recovered, rr[2].seq], [true, 12]);
+    const seqs: number[] = [];
+    for (let i = 0; i < 7; i++) seqs.push((await again.delivery('rooms/9'))[2]);
+    assert.deepEqual(seqs, [6, 7, 8, 9, 10, 11, 12]);
+  });
+
+  test('presence is shared: a PRESENCE on one node lists connections of both', async (t) => {
+    const prefix = `n:${randomBytes(4).toString('hex')}:`;
+    const a = await node(t, prefix);
+    const b = await node(t, prefix);
+    const ca = await client(t, a.url);
+    const cb = await client(t, b.url);
+    await ca.call(1, 'rooms/p');
+    await cb.call(1, 'rooms/p');
+    const list = (await cb.call(8, 'rooms/p')) as [number, number, Array<{ client: string }>];
+    assert.equal(list[2].length, 2);
+    assert.notEqual(list[2][0].client.split(':')[0], list[2][1].client.split(':')[0], 'entries of two nodes');
+  });
+
+  test('a broker that cannot be reached at start: listen() rejects and nothing listens', async (t) => {
+    const closed = await freePort();
+    const gw = createGateway({ log: { level: 'silent' }, host: '127.0.0.1', port: 0, broker: `redis://127.0.0.1:${closed}` });
+    t.after(() => gw.close({ drainTimeout: 0 }));
+    await assert.rejects(gw.listen(), /ECONNREFUSED|connect/i);
+    assert.equal(gw.httpServer, null);
+  });
+});
