@@ -283,12 +283,6 @@ async function rawUpgrade(port: number, headers: Record<string, string>): Promis
   }
 }
 
-/** A masked client binary frame (payload < 126 bytes). */
-function clientFrame(payload: Buffer): Buffer {
-  const mask = Buffer.from([0x12, 0x34, 0x56, 0x78]);
-  return Buffer.concat([Buffer.from([0x82, 0x80 | payload.length]), mask, Buffer.from(payload.map((b, i) => b ^ mask[i % 4]))]);
-}
-
 test('bearer.<jwt> offered alone: 426 SUBPROTOCOL_REQUIRED (no client could use a 101 without a subprotocol); with wiregate.v1 it works', async (t) => {
   const SECRET = 'a-very-long-test-secret-of-32-bytes!!';
   const s = await started(t, { auth: { enabled: true, secret: SECRET } });

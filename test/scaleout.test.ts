@@ -3,13 +3,12 @@
 // redis-server the file is skipped (with the reason), except under CI=true, where it fails.
 import { after, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createGateway, type CreateGatewayOptions, type Gateway } from '../src/index.js';
 import { Client } from './helpers.js';
-import { freePort, startRedis } from './redis-server.js';
+import { freePort, startRedis, type RunningServer } from './servers.js';
 
-let server: { proc: ChildProcess; port: number } | null = null;
+let server: RunningServer | null = null;
 let failure = '';
 try {
   server = await startRedis();
@@ -17,12 +16,8 @@ try {
   failure = err instanceof Error ? err.message : String(err);
 }
 if (server !== null) {
-  const proc = server.proc;
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  after(async () => {
-    proc.kill('SIGTERM');
-    await exited;
-  });
+  const running = server;
+  after(() => running.stop());
 }
 
 async function node(t: TestContext, prefix: string, options: CreateGatewayOptions = {}): Promise<{ gw: Gateway; url: string }> {

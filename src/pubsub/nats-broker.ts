@@ -58,6 +58,7 @@ import { randomBytes } from 'node:crypto';
 import { connect, type NatsConnection, type NodeConnectionOptions, type Subscription } from '@nats-io/transport-node';
 import { Kvm, type KV } from '@nats-io/kv';
 import { topicMatches } from '../protocol/topic.js';
+import { encodeBrokerFrame, parseBrokerFrame } from './broker-frame.js';
 import type {
   Broker,
   BrokerDeliver,
@@ -83,7 +84,6 @@ export interface NatsBrokerOptions {
   nats?: Partial<NodeConnectionOptions>;
 }
 
-const BAR = 0x7c; // '|'
 
 function newId(): string {
   return randomBytes(6).toString('base64url');
@@ -314,11 +314,7 @@ export class NatsBroker implements Broker {
         cur = undefined;
       }
     }
-    const head = Buffer.from(`${pos.seq}|${pos.epoch}|${exclude}|${this.node}|`, 'latin1');
-    const frame = new Uint8Array(head.length + payload.length);
-    frame.set(head, 0);
-    frame.set(payload, head.length);
-    this.conn().publish(topicToSubject(this.prefix, topic), frame);
+    this.conn().publish(topicToSubject(this.prefix, topic), encodeBrokerFrame(pos.seq, pos.epoch, exclude, this.node, payload));
     return pos;
   }
 
@@ -326,18 +322,10 @@ export class NatsBroker implements Broker {
     if (this.closed || this.deliver === null) return;
     const topic = subjectToTopic(this.prefix, subject);
     if (topic === null || !this.wanted(topic)) return;
-    const b = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    const b1 = b.indexOf(BAR);
-    const b2 = b.indexOf(BAR, b1 + 1);
-    const b3 = b.indexOf(BAR, b2 + 1);
-    const b4 = b.indexOf(BAR, b3 + 1);
-    if (b1 < 0 || b2 < 0 || b3 < 0 || b4 < 0) return;
-    const seq = Number(b.toString('latin1', 0, b1));
-    const epoch = b.toString('latin1', b1 + 1, b2);
-    const excl = Number(b.toString('latin1', b2 + 1, b3));
-    const node = b.toString('latin1', b3 + 1, b4);
-    const exclude = node === this.node ? excl : 0;
-    const payload = b.subarray(b4 + 1);
+    const f = parseBrokerFrame(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+    if (f === null) return;
+    const { seq, epoch, payload } = f;
+    const exclude = f.node === this.node ? f.exclude : 0;
 
     let st = this.topics.get(topic);
     if (st === undefined || st.epoch !== epoch) {

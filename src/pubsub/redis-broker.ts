@@ -40,6 +40,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
 import { pack, unpack } from 'msgpackr';
 import { topicMatches } from '../protocol/topic.js';
+import { parseBrokerFrame } from './broker-frame.js';
 import type {
   Broker,
   BrokerDeliver,
@@ -500,15 +501,9 @@ export class RedisBroker implements Broker {
     if (deliver === null || !name.startsWith(this.channelPrefix)) return;
     const topic = name.slice(this.channelPrefix.length);
     if (!this.wanted(topic)) return;
-    const b1 = message.indexOf(BAR);
-    const b2 = message.indexOf(BAR, b1 + 1);
-    const b3 = message.indexOf(BAR, b2 + 1);
-    const b4 = message.indexOf(BAR, b3 + 1);
-    if (b1 < 0 || b2 < 0 || b3 < 0 || b4 < 0) return;
-    const seq = Number(message.toString('latin1', 0, b1));
-    const epoch = message.toString('latin1', b1 + 1, b2);
-    const exclude = Number(message.toString('latin1', b2 + 1, b3));
-    const node = message.toString('latin1', b3 + 1, b4);
+    const f = parseBrokerFrame(message);
+    if (f === null) return;
+    const { seq, epoch } = f;
     const prev = this.last.get(topic);
     if (prev !== undefined && prev.epoch === epoch && seq <= prev.seq) return; // a second matching subscription
     if (prev === undefined) this.last.set(topic, { epoch, seq });
@@ -516,7 +511,7 @@ export class RedisBroker implements Broker {
       prev.epoch = epoch;
       prev.seq = seq;
     }
-    deliver(topic, seq, epoch, message.subarray(b4 + 1), node === this.node ? exclude : 0);
+    deliver(topic, seq, epoch, f.payload, f.node === this.node ? f.exclude : 0);
   }
 
   private onPresenceMessage(message: Buffer): void {

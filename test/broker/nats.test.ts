@@ -5,73 +5,13 @@
 // the topic's seq/epoch counter; the broker stays the same. The broker declares no history,
 // retained or presence, so those cases are skipped. Without nats-server the suite is skipped
 // (with the reason), except under CI=true, where it fails.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer, connect } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Broker } from '../../src/pubsub/broker.js';
 import { NatsBroker, patternToSubjects, subjectToTopic, topicToSubject } from '../../src/pubsub/nats-broker.js';
 import { brokerConformance } from './conformance.js';
-
-function findNatsServer(): string | null {
-  const r = spawnSync('sh', ['-c', 'command -v nats-server'], { encoding: 'utf8' });
-  const p = r.stdout.trim();
-  if (r.status === 0 && p !== '') return p;
-  return existsSync('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : null;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const addr = s.address();
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** Connects over a raw socket; resolves true when the server greets with INFO. */
-function greets(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = connect(port, '127.0.0.1');
-    let data = '';
-    const done = (ok: boolean): void => {
-      sock.destroy();
-      resolve(ok);
-    };
-    sock.setTimeout(500, () => done(false));
-    sock.on('error', () => done(false));
-    sock.on('data', (d) => {
-      data += d.toString();
-      if (data.includes('\r\n')) done(data.startsWith('INFO'));
-    });
-  });
-}
-
-async function startNats(dir: string): Promise<{ proc: ChildProcess; port: number }> {
-  const bin = findNatsServer();
-  if (bin === null) throw new Error('nats-server not found (neither on PATH nor /usr/sbin/nats-server)');
-  const port = await freePort();
-  const proc = spawn(bin, ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  proc.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  let exited = false;
-  proc.once('exit', () => (exited = true));
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    if (exited) throw new Error(`nats-server exited at start: ${stderr.trim()}`);
-    if (await greets(port)) return { proc, port };
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  proc.kill('SIGKILL');
-  throw new Error(`nats-server did not greet on port ${port} within 10 s`);
-}
+import { startNats, type RunningServer } from '../servers.js';
 
 describe('NATS subject mapping', () => {
   it('maps every allowed topic character to a valid token and back', () => {
@@ -90,17 +30,15 @@ describe('NATS subject mapping', () => {
   });
 });
 
-let server: { proc: ChildProcess; port: number } | null = null;
+let server: RunningServer | null = null;
 let failure: string | null = null;
-const dir = mkdtempSync(join(tmpdir(), 'wiregate-nats-'));
 try {
-  server = await startNats(dir);
+  server = await startNats();
 } catch (err) {
   failure = err instanceof Error ? err.message : String(err);
 }
 
 if (server === null) {
-  rmSync(dir, { recursive: true, force: true });
   if (process.env.CI === 'true') {
     describe('NatsBroker', () => {
       it('needs a nats-server with JetStream (CI=true)', () => {
@@ -113,16 +51,9 @@ if (server === null) {
     });
   }
 } else {
-  const { proc, port } = server;
-  const servers = `nats://127.0.0.1:${port}`;
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  after(async () => {
-    proc.kill('SIGTERM');
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 3000);
-    await exited;
-    clearTimeout(timer);
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const running = server;
+  const servers = `nats://127.0.0.1:${running.port}`;
+  after(() => running.stop());
 
   brokerConformance('NatsBroker', {
     features: { history: false, retained: false, presence: false },

@@ -3,15 +3,14 @@
 // end. Each broker gets its own key prefix; `peer` is a second node on the same server and prefix,
 // so the multi-node cases run. loseState deletes the topic's keys; the broker stays the same.
 // Without redis-server the suite is skipped (with the reason), except under CI=true, where it fails.
-import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { after, describe, it } from 'node:test';
 import type { Broker } from '../../src/pubsub/broker.js';
 import { RedisBroker } from '../../src/pubsub/redis-broker.js';
 import { brokerConformance } from './conformance.js';
-import { startRedis } from '../redis-server.js';
+import { startRedis, type RunningServer } from '../servers.js';
 
-let server: { proc: ChildProcess; port: number } | null = null;
+let server: RunningServer | null = null;
 let failure: string | null = null;
 try {
   server = await startRedis();
@@ -32,15 +31,9 @@ if (server === null) {
     });
   }
 } else {
-  const { proc, port } = server;
-  const url = `redis://127.0.0.1:${port}`;
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  after(async () => {
-    proc.kill('SIGTERM');
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 3000);
-    await exited;
-    clearTimeout(timer);
-  });
+  const running = server;
+  const url = `redis://127.0.0.1:${running.port}`;
+  after(() => running.stop());
 
   const opts = { url, presenceSweep: 20 };
   brokerConformance('RedisBroker', {
