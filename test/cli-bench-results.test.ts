@@ -83,7 +83,8 @@ test('bench: only a full `npm run bench -- all` replaces the reference', async (
 test('bench: git ignores bench/results/local/ (and not the reference)', (t) => {
   const check = (p: string) => spawnSync('git', ['check-ignore', '-q', p], { cwd: ROOT });
   const probe = check('bench/results/local/latest-throughput.json');
-  if (probe.error || probe.status === 128) return t.skip('not a git checkout');
+  // outside a git checkout (a copied tree) there is nothing to ask; CI always runs in a clone
+  if ((probe.error || probe.status === 128) && process.env.CI !== 'true') return t.skip('not a git checkout');
   assert.equal(probe.status, 0, 'bench/results/local/ is not ignored');
   assert.equal(check('bench/results/latest-throughput.json').status, 1);
 });

@@ -4,8 +4,8 @@
 import { after, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { createGateway, type CreateGatewayOptions, type Gateway } from '../src/index.js';
-import { Client } from './helpers.js';
+import { createGateway, type CreateGatewayOptions } from '../src/index.js';
+import { connect, startGateway, type Started } from './helpers.js';
 import { freePort, startRedis, type RunningServer } from './servers.js';
 
 let server: RunningServer | null = null;
@@ -20,27 +20,14 @@ if (server !== null) {
   after(() => running.stop());
 }
 
-async function node(t: TestContext, prefix: string, options: CreateGatewayOptions = {}): Promise<{ gw: Gateway; url: string }> {
-  const gw = createGateway({
-    log: { level: 'silent' },
-    host: '127.0.0.1',
-    port: 0,
+function node(t: TestContext, prefix: string, options: CreateGatewayOptions = {}): Promise<Started> {
+  return startGateway(t, {
     broker: `redis://127.0.0.1:${server!.port}`,
     brokerPrefix: prefix,
     history: { topics: ['rooms/#=100'] },
     presence: { topics: ['rooms/#'] },
     ...options,
   });
-  t.after(() => gw.close({ drainTimeout: 0 }));
-  const { port } = await gw.listen();
-  return { gw, url: `ws://127.0.0.1:${port}/ws` };
-}
-
-async function client(t: TestContext, url: string): Promise<Client> {
-  const c = new Client(url);
-  t.after(() => c.ws.terminate());
-  await c.opened;
-  return c;
 }
 
 const skip = server === null ? (process.env.CI === 'true' ? false : `cannot start redis-server: ${failure}`) : false;
@@ -54,8 +41,8 @@ describe('two gateway nodes on one Redis', { skip }, () => {
     const prefix = `n:${randomBytes(4).toString('hex')}:`;
     const a = await node(t, prefix);
     const b = await node(t, prefix);
-    const ca = await client(t, a.url);
-    const cb = await client(t, b.url);
+    const ca = await connect(t, a.url);
+    const cb = await connect(t, b.url);
     assert.equal((await ca.call(1, 'rooms/+'))[0], 16);
     assert.equal((await cb.call(1, 'rooms/1'))[0], 16);
     assert.deepEqual(await cb.call(3, 'rooms/1', 'from b'), [16, 2, 1]);
@@ -70,14 +57,14 @@ describe('two gateway nodes on one Redis', { skip }, () => {
     const prefix = `n:${randomBytes(4).toString('hex')}:`;
     const a = await node(t, prefix);
     const b = await node(t, prefix);
-    const first = await client(t, a.url);
+    const first = await connect(t, a.url);
     const r = (await first.call(1, 'rooms/9')) as [number, number, { seq: number; epoch: string }];
     for (let i = 1; i <= 5; i++) await a.gw.publish('rooms/9', i);
     let last = 0;
     for (let i = 1; i <= 5; i++) last = (await first.delivery('rooms/9'))[2];
     first.ws.terminate();
     for (let i = 6; i <= 12; i++) await b.gw.publish('rooms/9', i);
-    const again = await client(t, b.url);
+    const again = await connect(t, b.url);
     const rr = (await again.call(1, 'rooms/9', { since: { seq: last, epoch: r[2].epoch } })) as [number, number, { recovered: boolean; seq: number }];
     assert.deepEqual([rr[2].recovered, rr[2].seq], [true, 12]);
     const seqs: number[] = [];
@@ -89,8 +76,8 @@ describe('two gateway nodes on one Redis', { skip }, () => {
     const prefix = `n:${randomBytes(4).toString('hex')}:`;
     const a = await node(t, prefix);
     const b = await node(t, prefix);
-    const ca = await client(t, a.url);
-    const cb = await client(t, b.url);
+    const ca = await connect(t, a.url);
+    const cb = await connect(t, b.url);
     await ca.call(1, 'rooms/p');
     await cb.call(1, 'rooms/p');
     const list = (await cb.call(8, 'rooms/p')) as [number, number, Array<{ client: string }>];

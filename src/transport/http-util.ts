@@ -246,20 +246,3 @@ export function compileTrustProxy(value: TrustProxy): (req: IncomingMessage) => 
   }
   return (req) => walk(req, (address) => proxies.check(address, isIP(address) === 4 ? 'ipv4' : 'ipv6'));
 }
-
-const compiledByValue = new Map<unknown, (req: IncomingMessage) => string>();
-const compiledByList = new WeakMap<object, (req: IncomingMessage) => string>();
-
-/**
- * The client address of a request under `trustProxy` (see compileTrustProxy).
- * @deprecated Compile once with compileTrustProxy(); this looks the compiled function up per call.
- */
-export function remoteIp(req: IncomingMessage, trustProxy: TrustProxy = false): string {
-  let fn = typeof trustProxy === 'object' ? compiledByList.get(trustProxy) : compiledByValue.get(trustProxy);
-  if (fn === undefined) {
-    fn = compileTrustProxy(trustProxy);
-    if (typeof trustProxy === 'object') compiledByList.set(trustProxy, fn);
-    else if (compiledByValue.size < 64) compiledByValue.set(trustProxy, fn);
-  }
-  return fn(req);
-}
