@@ -4,7 +4,7 @@
 // sockets; the slow reader is a client whose socket stops reading (the kernel's buffers fill, then
 // the server's backlog grows). Runs with and without the ws fast paths (drain detection differs:
 // the socket's 'drain' event, or ws.send's completion callback).
-import { test, describe } from 'node:test';
+import { test, describe, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
 import WebSocket from 'ws';
@@ -263,14 +263,19 @@ describe('conflate policy', () => {
     assert.equal(rt.stats.slowConsumerCloses, 0);
   });
 
-  test('per-topic override telemetry/#=conflate with policy close elsewhere', async (t) => {
-    const budget = 64 * 1024;
-    const s = await startGateway(t, { outbound: { maxBufferedBytes: budget, policy: 'close', topicPolicies: ['telemetry/#=conflate'] } });
+  /** policy close with `telemetry/#=conflate`; a paused client on telemetry/# and orders/#, flooded on telemetry until it conflates. */
+  const overrideFlooded = async (t: TestContext) => {
+    const s = await startGateway(t, { outbound: { maxBufferedBytes: 64 * 1024, policy: 'close', topicPolicies: ['telemetry/#=conflate'] } });
     const topics = ['telemetry/a', 'telemetry/b'];
     const slow = await slowClient(t, s, ['telemetry/#', 'orders/#']);
     const rt = internals(s.gw);
     const pub = new Published(s);
     await flood(pub, topics, slow.server, () => rt.stats.deliveriesConflated > 0, 8);
+    return { topics, slow, rt, pub };
+  };
+
+  test('per-topic override telemetry/#=conflate with policy close elsewhere', async (t) => {
+    const { slow, rt, pub } = await overrideFlooded(t);
     assert.equal(rt.stats.slowConsumerCloses, 0, 'telemetry/# conflates');
     assert.equal(slow.client.ws.readyState, WebSocket.OPEN);
     // orders/# has the default policy, close: one delivery over budget ends the connection
@@ -283,13 +288,7 @@ describe('conflate policy', () => {
   });
 
   test('per-topic override: the conflated topics catch up, the others are delivered', async (t) => {
-    const budget = 64 * 1024;
-    const s = await startGateway(t, { outbound: { maxBufferedBytes: budget, policy: 'close', topicPolicies: ['telemetry/#=conflate'] } });
-    const topics = ['telemetry/a', 'telemetry/b'];
-    const slow = await slowClient(t, s, ['telemetry/#', 'orders/#']);
-    const rt = internals(s.gw);
-    const pub = new Published(s);
-    await flood(pub, topics, slow.server, () => rt.stats.deliveriesConflated > 0, 8);
+    const { topics, slow, rt, pub } = await overrideFlooded(t);
     slow.sock.resume();
     await latestOfEach(slow.client, pub, topics);
     for (const topic of topics) assert.ok(checkTopic(slow.log, topic, pub).endsWithGap);
