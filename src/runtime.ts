@@ -18,6 +18,7 @@ import { Presence } from './pubsub/presence.js';
 import { randomBytes } from 'node:crypto';
 import { MemoryBroker } from './pubsub/memory-broker.js';
 import { RedisBroker } from './pubsub/redis-broker.js';
+import { NatsBroker } from './pubsub/nats-broker.js';
 import type { Broker, HistoryPolicy } from './pubsub/broker.js';
 import { Session, type SessionContext } from './connection/session.js';
 import { Dispatcher } from './connection/dispatch.js';
@@ -89,7 +90,7 @@ export class Runtime {
       opts.broker ??
       (c.broker === 'memory'
         ? new MemoryBroker({ historyMaxBytes: c.history.maxBytes, retainedMaxTopics: c.retained.maxTopics, retainedMaxBytes: c.retained.maxBytes })
-        : new RedisBroker({ url: c.broker, prefix: c.brokerPrefix }));
+        : brokerFromUrl(c.broker, c.brokerPrefix));
     this.hub = new Hub(broker, outboundPolicy(c), historyPolicy(c));
     this.authenticator = c.auth.enabled
       ? createAuthenticator({
@@ -445,6 +446,25 @@ export class Runtime {
 }
 
 function swallow(): void {}
+
+/** The broker named by a `broker` URL: redis:// / rediss:// or a comma-separated nats:// (tls://) list. */
+export function brokerFromUrl(url: string, prefix: string): Broker {
+  if (/^rediss?:/.test(url)) return new RedisBroker({ url, prefix });
+  // NATS: the prefix becomes the subject prefix ('wg:' -> 'wg'); credentials in the URL become options.
+  const servers: string[] = [];
+  const auth: { user?: string; pass?: string; token?: string } = {};
+  let tls = false;
+  for (const part of url.split(',')) {
+    const u = new URL(part.trim());
+    if (u.username !== '') {
+      if (u.password !== '') Object.assign(auth, { user: decodeURIComponent(u.username), pass: decodeURIComponent(u.password) });
+      else auth.token = decodeURIComponent(u.username);
+    }
+    if (u.protocol === 'tls:') tls = true;
+    servers.push(`${u.hostname.includes(':') ? `[${u.hostname}]` : u.hostname}:${u.port || '4222'}`);
+  }
+  return new NatsBroker({ servers, prefix: prefix.replace(/[:.]+$/, '') || 'wg', nats: { ...auth, ...(tls ? { tls: {} } : {}) } });
+}
 
 function pathOf(url: string | undefined): string {
   if (!url) return '/';

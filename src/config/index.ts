@@ -207,8 +207,8 @@ export function resolveConfig(sources: ConfigSources = {}): GatewayConfig {
       throw new ConfigError('outbound.topicPolicies', 'entries must be `<topic pattern>=close`, `<topic pattern>=drop` or `<topic pattern>=conflate`', entry, set.get('outbound.topicPolicies')?.source);
     }
   }
-  if (c.broker !== 'memory' && !/^rediss?:\/\/[^\s]+$/.test(c.broker)) {
-    throw new ConfigError('broker', 'must be `memory` or a redis:// or rediss:// URL', c.broker, set.get('broker')?.source);
+  if (c.broker !== 'memory' && !/^(rediss?|nats|tls):\/\/[^\s]+$/.test(c.broker)) {
+    throw new ConfigError('broker', 'must be `memory`, a redis:// or rediss:// URL, or a nats:// (tls://) URL list', c.broker, set.get('broker')?.source);
   }
   for (const entry of c.history.topics) {
     if (parseHistoryEntry(entry) === null) {

@@ -162,15 +162,22 @@ export class NatsBroker implements Broker {
     this.opts = opts;
     this.prefix = opts.prefix ?? 'wg';
     if (this.prefix === '' || this.prefix.split('.').some((t) => t === '' || /[\s*>]/.test(t))) throw new Error(`invalid NATS subject prefix: ${this.prefix}`);
-    this.bucket = opts.bucket ?? `${this.prefix.replace(/\./g, '_')}_seq`;
+    this.bucket = opts.bucket ?? `${this.prefix.replace(/[^A-Za-z0-9_-]/g, '_')}_seq`;
     if (!/^[A-Za-z0-9_-]+$/.test(this.bucket)) throw new Error(`invalid KV bucket name: ${this.bucket} (set bucket)`);
     this.reorderWait = opts.reorderWait ?? 250;
   }
 
   async start(deliver: BrokerDeliver): Promise<void> {
     this.deliver = deliver;
-    this.nc = await connect({ ...this.opts.nats, servers: this.opts.servers });
-    this.kv = await new Kvm(this.nc).create(this.bucket, { history: 1 });
+    try {
+      this.nc = await connect({ ...this.opts.nats, servers: this.opts.servers });
+      this.kv = await new Kvm(this.nc).create(this.bucket, { history: 1 });
+    } catch (err) {
+      await this.nc?.close().catch(() => undefined);
+      this.nc = null;
+      const where = ([] as string[]).concat(this.opts.servers).join(',');
+      throw new Error(`cannot connect to the NATS broker at ${where} (JetStream must be enabled: nats-server -js): ${err instanceof Error ? err.message : String(err)}`);
+    }
   }
 
   /** Deletes a topic's seq/epoch (as if the server had lost it): the next one gets a new epoch. */
