@@ -113,6 +113,8 @@ const TABLE = [
   { key: 'compression.clientNoContextTakeover', type: 'bool', default: true, doc: 'client_no_context_takeover: ask clients to reset their compressor after each message.' },
   { key: 'compression.concurrencyLimit', type: 'int', default: 10, min: 1, max: 1024, doc: 'Concurrent zlib operations (ws limiter).' },
 
+  { key: 'demo', type: 'bool', default: false, doc: 'Serve the demo page on GET /demo: a browser client (the `wiregate-client.js` bundle from `npm run build`) that subscribes, publishes and shows presence through the WebSocket endpoint, with exactly the rights of any other client.' },
+
   { key: 'httpPublish.apiKey', type: 'string', default: '', secret: true, doc: 'API key for `POST /v1/publish` (`Authorization: Bearer <key>` or `X-Api-Key`). Empty disables the route (404).' },
   { key: 'httpPublish.maxBodyBytes', type: 'int', default: 1 * MiB, min: 64, max: 64 * MiB, doc: 'Largest publish request body; larger gets HTTP 413.' },
 

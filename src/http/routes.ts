@@ -4,6 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { SUBPROTOCOL, decodeFrame } from '../protocol/messages.js';
 import { topicError } from '../protocol/topic.js';
 import { readBody, sendJson } from '../transport/http-util.js';
+import { createDemoRoute } from './demo.js';
 import type { Runtime } from '../runtime.js';
 
 function digest(s: string): Buffer {
@@ -12,6 +13,7 @@ function digest(s: string): Buffer {
 
 export function createHttpHandler(gw: Runtime): (req: IncomingMessage, res: ServerResponse) => void {
   const keyDigest = gw.config.httpPublish.apiKey ? digest(gw.config.httpPublish.apiKey) : null;
+  const demo = gw.config.demo ? createDemoRoute({ wsPath: gw.config.path, authRequired: gw.config.auth.enabled, warn: (m) => gw.log.warn(m) }) : null;
 
   const authorized = (req: IncomingMessage): boolean => {
     if (keyDigest === null) return false;
@@ -95,6 +97,7 @@ export function createHttpHandler(gw: Runtime): (req: IncomingMessage, res: Serv
         );
         return;
       default:
+        if (demo !== null && demo(path, req, res)) return;
         if (path === gw.config.path) {
           return sendJson(res, 426, { error: 'UPGRADE_REQUIRED', message: `WebSocket endpoint: connect with a WebSocket client offering subprotocol ${SUBPROTOCOL}` }, { Upgrade: 'websocket', Connection: 'Upgrade' });
         }
