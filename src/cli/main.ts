@@ -35,10 +35,18 @@ const EXIT_CODES = `Exit codes:
 const USAGE = `Usage:
   wiregate start [options]            start the gateway (embedded in-memory broker)
   wiregate bench <scenario> [...]     run benchmarks (source checkout only; see docs/benchmarks.md)
+  wiregate sub <pattern>              subscribe and print messages as JSON lines
+  wiregate pub <topic> <json|@file|-> publish a JSON value, a file, or stdin lines
+  wiregate call <method> [json]       call a method and print its result
+  wiregate history <topic>            print a topic's kept messages as JSON lines
+  wiregate presence <topic>           print a topic's presence list
+  wiregate token [--sub <user>]       mint a development HS256 JWT
   wiregate --version
-  wiregate [start | bench] --help     usage of a command
+  wiregate <command> --help           usage of a command
 
-${EXIT_CODES}`;
+${EXIT_CODES}
+The client commands (sub, pub, call, history, presence) exit 3 when they cannot connect and 4
+when the server refuses the operation (their --help has the details).`;
 
 const START_USAGE = `Usage: wiregate start [options]
 
@@ -189,6 +197,14 @@ export async function main(argv: string[]): Promise<void> {
       return start(rest);
     case 'bench':
       return runBench(rest);
+    case 'sub':
+    case 'pub':
+    case 'call':
+    case 'history':
+    case 'presence':
+    case 'token':
+      // loaded only for these commands: `start` never loads the client
+      return (await import('./tools.js')).runTool(cmd, rest);
     default:
       return usageFailure(cmd.startsWith('-') ? `unknown option ${cmd}` : `unknown command '${cmd}'`, 'wiregate --help');
   }
