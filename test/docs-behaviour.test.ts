@@ -221,12 +221,13 @@ test('HTTP publish: 503 UNAVAILABLE with Retry-After: 1 while the gateway drains
   assert.equal(b.status, 503);
 });
 
-test('HTTP publish: 500 INTERNAL when the broker fails', async (t) => {
+test('HTTP publish: 503 BROKER_UNAVAILABLE when the broker fails the publish', async (t) => {
   const broker: Broker = new MemoryBroker();
   broker.publish = () => Promise.reject(new Error('broker down'));
   const s = await started(t, { httpPublish: { apiKey: KEY }, broker });
   const a = await http(s.http, 'POST', '/v1/publish', { ...bearer(), ...JSON_TYPE }, '{"topic": "a/b", "payload": 1}');
-  assert.deepEqual([a.status, a.json], [500, { error: 'INTERNAL', message: 'publish failed' }]);
+  assert.deepEqual([a.status, a.json], [503, { error: 'BROKER_UNAVAILABLE', message: 'the broker did not complete the operation; try again later' }]);
+  assert.equal(a.headers['retry-after'], '1');
 });
 
 // ---- section 1: answers instead of an upgrade, subprotocols ---------------------------------------

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createGateway, type CreateGatewayOptions } from '../src/index.js';
 import { connect, startGateway, type Started } from './helpers.js';
-import { freePort, startRedis, type RunningServer } from './servers.js';
+import { freePort, startNats, startRedis, type RunningServer } from './servers.js';
 
 let server: RunningServer | null = null;
 let failure = '';
@@ -91,5 +91,61 @@ describe('two gateway nodes on one Redis', { skip }, () => {
     t.after(() => gw.close({ drainTimeout: 0 }));
     await assert.rejects(gw.listen(), /ECONNREFUSED|connect/i);
     assert.equal(gw.httpServer, null);
+  });
+});
+
+// ---- NATS: messages and sequence numbers across nodes; no history, retained values or presence ----
+
+let nats: RunningServer | null = null;
+let natsFailure = '';
+try {
+  nats = await startNats();
+} catch (err) {
+  natsFailure = err instanceof Error ? err.message : String(err);
+}
+if (nats !== null) {
+  const running = nats;
+  after(() => running.stop());
+}
+const natsSkip = nats === null ? (process.env.CI === 'true' ? false : `cannot start nats-server: ${natsFailure}`) : false;
+
+describe('two gateway nodes on one NATS server', { skip: natsSkip }, () => {
+  const natsNode = (t: TestContext, prefix: string, options: CreateGatewayOptions = {}) =>
+    startGateway(t, { broker: `nats://127.0.0.1:${nats!.port}`, brokerPrefix: prefix, ...options });
+
+  test('nats-server is available (CI=true needs it)', () => {
+    assert.ok(nats !== null, `cannot start nats-server: ${natsFailure}`);
+  });
+
+  test('published on one node, delivered on both in one sequence, wildcards across nodes', async (t) => {
+    const prefix = `n${randomBytes(4).toString('hex')}`;
+    const a = await natsNode(t, prefix);
+    const b = await natsNode(t, prefix);
+    const ca = await connect(t, a.url);
+    const cb = await connect(t, b.url);
+    assert.equal((await ca.call(1, 'dev/+/temp'))[0], 16);
+    assert.equal((await cb.call(1, 'dev/#'))[0], 16);
+    // a topic level with NATS's separator and wildcard-looking characters travels intact
+    assert.deepEqual(await cb.call(3, 'dev/a.b/temp', 1), [16, 2, 1]);
+    assert.deepEqual(await ca.call(3, 'dev/a.b/temp', 2), [16, 2, 2]);
+    for (const c of [ca, cb]) {
+      assert.deepEqual(await c.delivery(), [18, 'dev/a.b/temp', 1, 1]);
+      assert.deepEqual(await c.delivery(), [18, 'dev/a.b/temp', 2, 2]);
+    }
+    assert.deepEqual(await ca.call(3, 'dev', 'root'), [16, 3, 1]);
+    assert.deepEqual(await cb.delivery(), [18, 'dev', 1, 'root'], "'dev/#' also matches 'dev'");
+  });
+
+  test('what NATS does not offer is refused, not ignored: history and presence at start, retain with 115', async (t) => {
+    const prefix = `n${randomBytes(4).toString('hex')}`;
+    for (const options of [{ history: { topics: ['a/#=10'] } }, { presence: { topics: ['a/#'] } }] as CreateGatewayOptions[]) {
+      const gw = createGateway({ log: { level: 'silent' }, host: '127.0.0.1', port: 0, broker: `nats://127.0.0.1:${nats!.port}`, ...options });
+      t.after(() => gw.close({ drainTimeout: 0 }));
+      await assert.rejects(gw.listen(), /history|presence/);
+    }
+    const a = await natsNode(t, prefix);
+    const c = await connect(t, a.url);
+    const r = await c.call(3, 'a/b', 1, { retain: true });
+    assert.deepEqual([r[0], r[2], r[3]], [17, 115, 'the broker keeps no retained messages']);
   });
 });

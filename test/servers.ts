@@ -52,9 +52,9 @@ function answers(port: number, hello: string | null, expect: string): Promise<bo
   });
 }
 
-async function startServer(name: string, bin: string | null, args: (port: number, dir: string) => string[], ready: (port: number) => Promise<boolean>): Promise<RunningServer> {
+async function startServer(name: string, bin: string | null, args: (port: number, dir: string) => string[], ready: (port: number) => Promise<boolean>, onPort?: number): Promise<RunningServer> {
   if (bin === null) throw new Error(`${name} not found`);
-  const port = await freePort();
+  const port = onPort ?? (await freePort());
   const dir = mkdtempSync(join(tmpdir(), `wiregate-${name}-`));
   const proc = spawn(bin, args(port, dir), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
@@ -63,6 +63,7 @@ async function startServer(name: string, bin: string | null, args: (port: number
   const gone = new Promise<void>((resolve) => proc.once('exit', () => ((exited = true), resolve())));
   const stop = async () => {
     if (!exited) {
+      proc.kill('SIGCONT'); // a test may have stopped it (SIGSTOP) to simulate a stall
       proc.kill('SIGTERM');
       const timer = setTimeout(() => proc.kill('SIGKILL'), 3000);
       await gone;
@@ -84,10 +85,12 @@ async function startServer(name: string, bin: string | null, args: (port: number
   throw new Error(`${name} did not answer on port ${port} within 10 s`);
 }
 
-export function startRedis(): Promise<RunningServer> {
-  return startServer('redis-server', findBinary('redis-server', '/usr/bin/redis-server'), (port) => ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], (port) => answers(port, 'PING\r\n', '+PONG'));
+/** A redis-server on a free port, or on `port` (to restart one where the gateway expects it). */
+export function startRedis(port?: number): Promise<RunningServer> {
+  return startServer('redis-server', findBinary('redis-server', '/usr/bin/redis-server'), (port) => ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], (port) => answers(port, 'PING\r\n', '+PONG'), port);
 }
 
-export function startNats(): Promise<RunningServer> {
-  return startServer('nats-server', findBinary('nats-server', '/usr/sbin/nats-server'), (port, dir) => ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir], (port) => answers(port, null, 'INFO'));
+/** A nats-server with JetStream (its store in a new temporary directory) on a free port, or on `port`. */
+export function startNats(port?: number): Promise<RunningServer> {
+  return startServer('nats-server', findBinary('nats-server', '/usr/sbin/nats-server'), (port, dir) => ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir], (port) => answers(port, null, 'INFO'), port);
 }

@@ -26,6 +26,10 @@ export interface Stats {
   httpPublishes: number;
   /** Messages replayed from history to recovering subscribers. */
   recovered: number;
+  /** Times the broker was lost (connection gone or stalled). */
+  brokerOutages: number;
+  /** GAPs sent to subscribers after the broker came back from an outage. */
+  brokerGaps: number;
   /** Errors sent to clients, by error code; -1 = malformed frame, -2 = text frame. */
   errors: Map<number, number>;
 }
@@ -53,6 +57,8 @@ export function newStats(): Stats {
     heartbeatTerminations: 0,
     httpPublishes: 0,
     recovered: 0,
+    brokerOutages: 0,
+    brokerGaps: 0,
     errors: new Map(),
   };
 }

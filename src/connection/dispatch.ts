@@ -27,7 +27,7 @@ import { newEnvelope, parseEnvelope } from '../protocol/envelope.js';
 import { isPattern, topicError, type TopicLimits } from '../protocol/topic.js';
 import { historyOptions, subscribeOptions, type HistoryOptions, type SubscribeOptions } from '../protocol/options.js';
 import type { Presence } from '../pubsub/presence.js';
-import type { Hub } from '../pubsub/hub.js';
+import { BrokerUnavailable, type Hub } from '../pubsub/hub.js';
 import type { BrokerPublishResult, RetainedMessage } from '../pubsub/broker.js';
 import type { Credentials } from '../auth/credentials.js';
 import { ReplyError } from '../errors.js';
@@ -181,7 +181,9 @@ export class Dispatcher {
     if (opts !== PUBLISH_OPTS_DEFAULT && opts.retain !== undefined) {
       if (typeof opts.retain !== 'boolean') return s.sendError(id, ErrorCode.BAD_REQUEST, 'retain must be a boolean');
       retain = opts.retain;
-      if (retain && ctx.retainedOff) return s.sendError(id, ErrorCode.NOT_ENABLED, 'retained messages are disabled (retained.maxTopics = 0)');
+      if (retain && ctx.retainedOff) {
+        return s.sendError(id, ErrorCode.NOT_ENABLED, ctx.hub.broker.features.retained ? 'retained messages are disabled (retained.maxTopics = 0)' : 'the broker keeps no retained messages');
+      }
     }
     let r: BrokerPublishResult | Promise<BrokerPublishResult>;
     try {
@@ -191,7 +193,8 @@ export class Dispatcher {
     }
     ctx.stats.publishes++;
     if (id === 0) {
-      if (isThenable(r)) r.catch((err) => ctx.log.error({ err }, 'publish failed'));
+      // no RESULT for id 0, but a refusal is still sent (protocol.md, "id 0")
+      if (isThenable(r)) r.catch((err) => this.replyThrown(s, 0, err));
       return;
     }
     if (!isThenable(r)) s.send(encodeResult(id, r.seq));
@@ -235,17 +238,19 @@ export class Dispatcher {
     if (s.subscriptions.size >= ctx.maxSubscriptions) {
       return s.sendError(id, ErrorCode.TOO_MANY_SUBSCRIPTIONS, `at most ${ctx.maxSubscriptions} subscriptions per connection`);
     }
+    if (!ctx.hub.up) return this.replyThrown(s, id, new BrokerUnavailable('the broker is unreachable; try again later'));
     const exact = !isPattern(pattern);
-    const broker = ctx.hub.broker;
     const position = exact && (o.since !== null || ctx.hub.historyPolicy(pattern) !== null);
-    const retained = o.retained && broker.features.retained && !ctx.retainedOff;
+    const retained = o.retained && ctx.hub.broker.features.retained && !ctx.retainedOff;
     s.addSubscription(pattern);
     ctx.stats.subscriptions++;
     // Live messages wait while the position or history is read (a network broker answers later):
     // released after the answer, from the position on, so none arrives before its RESULT or twice.
     if (position) s.hold(pattern);
+    // A SUBSCRIBE answered with an ERROR leaves no subscription behind.
     const done = (err: unknown) => {
       if (position) s.release(pattern, Infinity);
+      this.unsubscribe(s, 0, pattern);
       this.replyThrown(s, id, err);
     };
     then(
@@ -259,10 +264,10 @@ export class Dispatcher {
         const since = o.since;
         if (since === null) {
           if (!position) return this.sendRetained(s, id, pattern, null, retained, 0, done);
-          return then(broker.position(pattern), (pos) => this.sendRetained(s, id, pattern, { seq: pos.seq, epoch: pos.epoch }, retained, pos.seq, done), done);
+          return then(ctx.hub.position(pattern), (pos) => this.sendRetained(s, id, pattern, { seq: pos.seq, epoch: pos.epoch }, retained, pos.seq, done), done);
         }
         then(
-          broker.history(pattern, { since, limit: ctx.maxRecover }),
+          ctx.hub.history(pattern, { since, limit: ctx.maxRecover }),
           (page) => {
             if (s.closing) return;
             const pos = page.position;
@@ -310,7 +315,7 @@ export class Dispatcher {
       this.release(s, pattern, last);
     };
     if (!retained) return finish([]);
-    then(this.ctx.hub.broker.retained(pattern, this.ctx.maxRecover), finish, fail);
+    then(this.ctx.hub.retained(pattern, this.ctx.maxRecover), finish, fail);
   }
 
   /** Ends a hold; live messages the hold could not keep are reported as a GAP. */
@@ -358,7 +363,7 @@ export class Dispatcher {
     const ctx = this.ctx;
     const since = o.since;
     then(
-      ctx.hub.broker.history(topic, { since: since ?? undefined, limit: o.limit ?? ctx.maxRecover, reverse: o.reverse }),
+      ctx.hub.history(topic, { since: since ?? undefined, limit: o.limit ?? ctx.maxRecover, reverse: o.reverse }),
       (page) => {
         const pos = page.position;
         if (since !== null && !page.complete && since.epoch === pos.epoch && since.seq > pos.seq) {
@@ -376,7 +381,7 @@ export class Dispatcher {
     if (!ctx.presence.enabled(topic)) return s.sendError(id, ErrorCode.NOT_ENABLED, `no presence is kept for ${topic}`);
     this.authorizeRead(s, id, topic, () =>
       then(
-        ctx.hub.broker.presence(topic),
+        ctx.hub.presence(topic),
         (entries) => s.send(encodePresenceResult(id, entries)),
         (err) => this.replyThrown(s, id, err),
       ),
@@ -434,6 +439,10 @@ export class Dispatcher {
   }
 
   private replyThrown(s: Session, id: number, err: unknown): void {
+    if (err instanceof BrokerUnavailable) {
+      if (err.cause !== undefined) this.ctx.log.warn({ err: err.cause, connection: s.id }, 'broker operation failed');
+      return s.sendError(id, err.code, err.message);
+    }
     if (err instanceof ReplyError) return s.sendError(id, err.code, err.message);
     this.ctx.log.warn({ err, connection: s.id }, 'handler or hook failed');
     s.sendError(id, ErrorCode.HANDLER_ERROR, 'handler failed');

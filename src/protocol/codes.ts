@@ -37,6 +37,11 @@ export const ErrorCode = {
   TOO_MANY_REQUESTS: 114,
   /** The topic has no history (HISTORY) or presence (PRESENCE, presence events) configured. */
   NOT_ENABLED: 115,
+  /**
+   * The broker (Redis, NATS) is unreachable or not answering: the operation was not done, or for a
+   * publish whose answer timed out, its outcome is unknown. Retry later; not counted as a protocol error.
+   */
+  BROKER_UNAVAILABLE: 116,
 } as const;
 export type ErrorCodeName = keyof typeof ErrorCode;
 export type ErrorCodeValue = (typeof ErrorCode)[ErrorCodeName];

@@ -125,12 +125,22 @@ export interface BrokerStats {
   retainedRejected: number;
 }
 
+/** A network broker's connection went away (`up` false) or came back with subscriptions restored (true). */
+export type BrokerStatusListener = (up: boolean, reason: string) => void;
+
 export interface Broker {
   readonly features: BrokerFeatures;
   /** Optional: what the broker holds, read when /metrics is scraped. */
   stats?(): BrokerStats;
-  /** Connects the broker to the hub's delivery function. Called once before any other method. */
-  start(deliver: BrokerDeliver, onPresence?: PresenceListener): void | Promise<void>;
+  /**
+   * Connects the broker to the hub's delivery function. Called before any other method; called
+   * again after a rejection (the gateway retries while `brokerStartTimeout` allows).
+   * `onStatus` is told when a network broker loses its connection (false) and when it has it back
+   * with every subscription of this node restored (true).
+   */
+  start(deliver: BrokerDeliver, onPresence?: PresenceListener, onStatus?: BrokerStatusListener): void | Promise<void>;
+  /** Optional: one round trip to the broker (resolves when it answered); the gateway's stall check. */
+  ping?(): Promise<void>;
   /** Publishes an encoded payload on a concrete topic; resolves to its {seq, epoch}. */
   publish(topic: string, payload: Uint8Array, opts: BrokerPublishOptions): BrokerPublishResult | Promise<BrokerPublishResult>;
   /** This node now has at least one local subscriber for `pattern`. */

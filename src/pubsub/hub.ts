@@ -3,7 +3,21 @@
 // are handed to every matching subscriber. The hub deals in encoded messages only: framing and
 // compression belong to the transport, which caches them on the Outgoing (see transport/writer.ts).
 import { encodeDelivery } from '../protocol/messages.js';
-import type { Broker, BrokerPublishOptions, BrokerPublishResult, HistoryPolicy, PresenceListener } from './broker.js';
+import { ErrorCode } from '../protocol/codes.js';
+import { ReplyError } from '../errors.js';
+import type {
+  Broker,
+  BrokerPublishOptions,
+  BrokerPublishResult,
+  BrokerStatusListener,
+  HistoryPage,
+  HistoryPolicy,
+  HistoryQuery,
+  PresenceEntry,
+  PresenceListener,
+  RetainedMessage,
+  StreamPosition,
+} from './broker.js';
 import { SubscriptionTrie } from './trie.js';
 
 /** One published message as every local subscriber receives it: encoded once. */
@@ -50,6 +64,11 @@ export class Hub {
   deliveries = 0;
   /** Messages received from the broker. */
   messages = 0;
+  /**
+   * False while the broker is unreachable or stalled: what needs it (publish, subscribe, history,
+   * retained, presence reads) fails at once with BROKER_UNAVAILABLE instead of waiting.
+   */
+  up = true;
 
   /**
    * @param policyFor decides once per published topic what a subscriber over its outbound budget
@@ -67,8 +86,36 @@ export class Hub {
     return this.historyFor(topic);
   }
 
-  start(onPresence?: PresenceListener): void | Promise<void> {
-    return this.broker.start((topic, seq, _epoch, payload, exclude) => this.deliver(topic, seq, payload, exclude), onPresence);
+  start(onPresence?: PresenceListener, onStatus?: BrokerStatusListener): void | Promise<void> {
+    return this.broker.start((topic, seq, _epoch, payload, exclude) => this.deliver(topic, seq, payload, exclude), onPresence, onStatus);
+  }
+
+  /** Throws BROKER_UNAVAILABLE while the broker is down. */
+  need(): void {
+    if (!this.up) throw new BrokerUnavailable(DOWN);
+  }
+
+  /** The broker's answer, with a failure turned into BROKER_UNAVAILABLE (the cause is kept); rejected at once while it is down. */
+  private guard<T>(call: () => T | Promise<T>): T | Promise<T> {
+    if (!this.up) return Promise.reject(new BrokerUnavailable(DOWN));
+    const r = call();
+    return isPromise(r) ? r.then(undefined, brokerFailed) : r;
+  }
+
+  position(topic: string): StreamPosition | Promise<StreamPosition> {
+    return this.guard(() => this.broker.position(topic));
+  }
+
+  history(topic: string, query: HistoryQuery): HistoryPage | Promise<HistoryPage> {
+    return this.guard(() => this.broker.history(topic, query));
+  }
+
+  retained(pattern: string, limit: number): RetainedMessage[] | Promise<RetainedMessage[]> {
+    return this.guard(() => this.broker.retained(pattern, limit));
+  }
+
+  presence(topic: string): PresenceEntry[] | Promise<PresenceEntry[]> {
+    return this.guard(() => this.broker.presence(topic));
   }
 
   get patternCount(): number {
@@ -77,7 +124,10 @@ export class Hub {
 
   /** Adds `sub` to `pattern` (idempotent per subscriber; the caller tracks its own patterns). */
   subscribe(sub: Subscriber, pattern: string): void | Promise<void> {
-    if (this.trie.add(pattern, sub)) return this.broker.subscribe(pattern);
+    if (this.trie.add(pattern, sub)) {
+      const r = this.broker.subscribe(pattern);
+      return isPromise(r) ? r.then(undefined, brokerFailed) : r;
+    }
   }
 
   unsubscribe(sub: Subscriber, pattern: string): void | Promise<void> {
@@ -88,7 +138,9 @@ export class Hub {
   publish(topic: string, payload: Uint8Array, exclude = 0, retain = false): BrokerPublishResult | Promise<BrokerPublishResult> {
     const history = this.historyFor(topic);
     const opts: BrokerPublishOptions = exclude === 0 && history === null && !retain ? PLAIN : { exclude, history, retain };
-    return this.broker.publish(topic, payload, opts);
+    if (!this.up) this.need();
+    const r = this.broker.publish(topic, payload, opts);
+    return isPromise(r) ? r.then(undefined, brokerFailed) : r;
   }
 
   /** Delivers one brokered message to every local subscriber whose pattern matches. */
@@ -129,3 +181,23 @@ export class Hub {
 
 /** Options of the common publish: no exclusion, no history, not retained (shared, never mutated). */
 const PLAIN: BrokerPublishOptions = Object.freeze({ exclude: 0, history: null, retain: false });
+
+/** BROKER_UNAVAILABLE: the broker is down, stalled, or failed the operation (`cause`: its error). */
+export class BrokerUnavailable extends ReplyError {
+  override name = 'BrokerUnavailable';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.BROKER_UNAVAILABLE, message);
+    if (options?.cause !== undefined) this.cause = options.cause;
+  }
+}
+
+const DOWN = 'the broker is unreachable; try again later';
+
+function brokerFailed(err: unknown): never {
+  if (err instanceof ReplyError) throw err;
+  throw new BrokerUnavailable('the broker did not complete the operation; try again later', { cause: err });
+}
+
+function isPromise<T>(v: T | Promise<T>): v is Promise<T> {
+  return typeof (v as { then?: unknown } | null)?.then === 'function';
+}

@@ -57,6 +57,7 @@
 import { randomBytes } from 'node:crypto';
 import { connect, type NatsConnection, type NodeConnectionOptions, type Subscription } from '@nats-io/transport-node';
 import { Kvm, type KV } from '@nats-io/kv';
+import { jetstream } from '@nats-io/jetstream';
 import { topicMatches } from '../protocol/topic.js';
 import { encodeBrokerFrame, parseBrokerFrame } from './broker-frame.js';
 import type {
@@ -65,8 +66,10 @@ import type {
   BrokerFeatures,
   BrokerPublishOptions,
   BrokerPublishResult,
+  BrokerStatusListener,
   HistoryPage,
   PresenceEntry,
+  PresenceListener,
   RetainedMessage,
   StreamPosition,
 } from './broker.js';
@@ -80,6 +83,8 @@ export interface NatsBrokerOptions {
   bucket?: string;
   /** How long a message that arrived ahead of a missing seq is held, in ms. */
   reorderWait?: number;
+  /** Requests (KV reads and updates) not answered within this many ms fail; pings every timeout/2 find a stalled server. */
+  timeout?: number;
   /** Extra connection options. */
   nats?: Partial<NodeConnectionOptions>;
 }
@@ -146,6 +151,7 @@ export class NatsBroker implements Broker {
   readonly bucket: string;
   private readonly opts: NatsBrokerOptions;
   private readonly reorderWait: number;
+  private readonly timeout: number;
   private nc: NatsConnection | null = null;
   private kv: KV | null = null;
   private deliver: BrokerDeliver | null = null;
@@ -157,6 +163,8 @@ export class NatsBroker implements Broker {
   /** Per-topic chain that serializes this node's publishes. */
   private readonly chains = new Map<string, Promise<unknown>>();
   private closed = false;
+  private flushing: Promise<void> | null = null;
+  private nextFlush: Promise<void> | null = null;
 
   constructor(opts: NatsBrokerOptions) {
     this.opts = opts;
@@ -165,19 +173,62 @@ export class NatsBroker implements Broker {
     this.bucket = opts.bucket ?? `${this.prefix.replace(/[^A-Za-z0-9_-]/g, '_')}_seq`;
     if (!/^[A-Za-z0-9_-]+$/.test(this.bucket)) throw new Error(`invalid KV bucket name: ${this.bucket} (set bucket)`);
     this.reorderWait = opts.reorderWait ?? 250;
+    this.timeout = Math.max(1000, opts.timeout ?? 3000);
   }
 
-  async start(deliver: BrokerDeliver): Promise<void> {
+  async start(deliver: BrokerDeliver, _onPresence?: PresenceListener, onStatus?: BrokerStatusListener): Promise<void> {
     this.deliver = deliver;
+    const timeout = this.timeout;
     try {
-      this.nc = await connect({ ...this.opts.nats, servers: this.opts.servers });
-      this.kv = await new Kvm(this.nc).create(this.bucket, { history: 1 });
+      this.nc = await connect({
+        // never give up reconnecting (nats.js stops after 10 tries by default); subscriptions are re-sent by nats.js
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 1000,
+        reconnectJitter: 500,
+        pingInterval: Math.max(500, Math.floor(timeout / 2)),
+        maxPingOut: 2,
+        timeout,
+        ...this.opts.nats,
+        servers: this.opts.servers,
+      });
+      this.kv = await new Kvm(jetstream(this.nc, { timeout })).create(this.bucket, { history: 1 });
+      if (onStatus !== undefined) void this.watch(this.nc, onStatus);
     } catch (err) {
       await this.nc?.close().catch(() => undefined);
       this.nc = null;
       const where = ([] as string[]).concat(this.opts.servers).join(',');
       throw new Error(`cannot connect to the NATS broker at ${where} (JetStream must be enabled: nats-server -js): ${err instanceof Error ? err.message : String(err)}`);
     }
+  }
+
+  /** Reports connection loss and recovery (after the re-sent subscriptions are confirmed by a flush). */
+  private async watch(nc: NatsConnection, onStatus: BrokerStatusListener): Promise<void> {
+    let up = true;
+    for await (const st of nc.status()) {
+      if (this.closed) return;
+      if ((st.type === 'disconnect' || st.type === 'staleConnection') && up) {
+        up = false;
+        onStatus(false, st.type === 'disconnect' ? 'the connection to NATS was lost' : 'NATS stopped answering pings');
+      } else if (st.type === 'reconnect' && !up) {
+        try {
+          // The server may have come back without its JetStream store: create the bucket again
+          // (a no-op when it is there) and forget the cached counters (a lost key = a new epoch).
+          this.kv = await new Kvm(jetstream(nc, { timeout: this.timeout })).create(this.bucket, { history: 1 });
+          this.counters.clear();
+          await nc.flush();
+        } catch {
+          continue;
+        }
+        if (this.closed) return;
+        up = true;
+        onStatus(true, '');
+      }
+    }
+  }
+
+  /** One round trip to the server. */
+  async ping(): Promise<void> {
+    await this.conn().flush();
   }
 
   /** Deletes a topic's seq/epoch (as if the server had lost it): the next one gets a new epoch. */
@@ -322,7 +373,28 @@ export class NatsBroker implements Broker {
       }
     }
     this.conn().publish(topicToSubject(this.prefix, topic), encodeBrokerFrame(pos.seq, pos.epoch, exclude, this.node, payload));
+    // Core publishes are fire-and-forget: answer only once the server has processed this one (a
+    // PING after it was answered), so an acked message is never one that died in a socket buffer.
+    await this.confirm();
     return pos;
+  }
+
+  /**
+   * Resolves after a round trip that started after the caller's publish. Publishes arriving while
+   * a round trip is in flight share the next one: at most two flushes are outstanding at any time.
+   */
+  private confirm(): Promise<void> {
+    if (this.flushing === null) {
+      this.flushing = this.conn().flush().finally(() => (this.flushing = null));
+      return this.flushing;
+    }
+    // publishes from now on wait for the flush that starts when the current one ends
+    const next = () => {
+      this.nextFlush = null;
+      return this.confirm();
+    };
+    this.nextFlush ??= this.flushing.then(next, next);
+    return this.nextFlush;
   }
 
   private onMessage(subject: string, data: Uint8Array): void {

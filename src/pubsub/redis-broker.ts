@@ -47,6 +47,7 @@ import type {
   BrokerFeatures,
   BrokerPublishOptions,
   BrokerPublishResult,
+  BrokerStatusListener,
   HistoryPage,
   HistoryQuery,
   PresenceEntry,
@@ -63,8 +64,15 @@ export interface RedisBrokerOptions {
   prefix?: string;
   /** How often this node sweeps expired presence entries, in ms. */
   presenceSweep?: number;
+  /** Commands (publish, history, ...) not answered within this many ms fail (ioredis commandTimeout). */
+  commandTimeout?: number;
   /** Extra ioredis options. */
   redis?: RedisOptions;
+}
+
+/** Reconnection backoff: 100 ms doubling to 3 s, with jitter, never giving up. */
+function retryDelay(times: number): number {
+  return Math.round(Math.min(3000, 50 * 2 ** Math.min(times, 10)) * (0.5 + Math.random() / 2));
 }
 
 const NOW = `local tm = redis.call('TIME')
@@ -231,6 +239,9 @@ function asBuffer(b: Uint8Array): Buffer {
   return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
 }
 
+/** Most topics whose last delivered {epoch, seq} is remembered for the overlap dedupe. */
+const LAST_MAX = 65_536;
+
 export class RedisBroker implements Broker {
   readonly features: BrokerFeatures = Object.freeze({ history: true, retained: true, presence: true });
   /** This node's id (in published frames, so that `exclude` is honoured only here). */
@@ -241,6 +252,10 @@ export class RedisBroker implements Broker {
   private readonly s: Scripted;
   private deliver: BrokerDeliver | null = null;
   private onPresence: PresenceListener | null = null;
+  private onStatus: BrokerStatusListener | null = null;
+  /** What onStatus was last told. */
+  private reported = true;
+  private subPing: Promise<unknown> | null = null;
   private readonly channelPrefix: string;
   private readonly presenceChannel: string;
   /** Subscribed patterns (refcounted). */
@@ -263,9 +278,10 @@ export class RedisBroker implements Broker {
     this.channelPrefix = `${this.prefix}{c}`;
     this.presenceChannel = `${this.prefix}{presence}`;
     this.sweepEvery = opts.presenceSweep ?? 1000;
-    const ro: RedisOptions = { lazyConnect: true, maxRetriesPerRequest: 2, ...opts.redis };
+    const ro: RedisOptions = { lazyConnect: true, maxRetriesPerRequest: 2, retryStrategy: retryDelay, commandTimeout: opts.commandTimeout, ...opts.redis };
     this.cmd = new Redis(opts.url, ro);
-    this.sub = new Redis(opts.url, ro);
+    // The subscriber's SUBSCRIBEs wait through a reconnection (ioredis re-subscribes on its own).
+    this.sub = new Redis(opts.url, { ...ro, maxRetriesPerRequest: null, commandTimeout: undefined });
     // Errors surface through the commands' promises; keep ioredis from printing them unhandled.
     this.cmd.on('error', () => undefined);
     this.sub.on('error', () => undefined);
@@ -290,9 +306,10 @@ export class RedisBroker implements Broker {
     await this.cmd.del(...this.topicKeys(topic));
   }
 
-  async start(deliver: BrokerDeliver, onPresence?: PresenceListener): Promise<void> {
+  async start(deliver: BrokerDeliver, onPresence?: PresenceListener, onStatus?: BrokerStatusListener): Promise<void> {
     this.deliver = deliver;
     this.onPresence = onPresence ?? null;
+    this.onStatus = onStatus ?? null;
     try {
       await Promise.all([this.cmd.connect(), this.sub.connect()]);
     } catch (err) {
@@ -301,11 +318,35 @@ export class RedisBroker implements Broker {
       this.sub.disconnect();
       throw new Error(`cannot connect to the Redis broker at ${this.where}: ${err instanceof Error ? err.message : String(err)}`);
     }
+    // Losing either connection makes the broker unusable; both ready again (and the subscriber's
+    // SUBSCRIBEs, which ioredis re-sends before anything else, answered) makes it usable.
+    for (const r of [this.cmd, this.sub]) {
+      r.on('close', () => this.status(false, 'the connection to Redis was lost'));
+      r.on('ready', () => {
+        if (this.cmd.status !== 'ready' || this.sub.status !== 'ready') return;
+        this.sub.ping().then(
+          () => this.status(true, ''),
+          () => undefined,
+        );
+      });
+    }
     this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.onMessage(channel, message));
     this.sub.on('pmessageBuffer', (_glob: Buffer, channel: Buffer, message: Buffer) => this.onMessage(channel, message));
     await this.sub.subscribe(this.presenceChannel);
     this.sweeper = setInterval(() => void this.sweep(), this.sweepEvery);
     this.sweeper.unref();
+  }
+
+  /** One round trip on each connection (the subscriber's ping is not repeated while one is pending). */
+  async ping(): Promise<void> {
+    this.subPing ??= this.sub.ping().finally(() => (this.subPing = null));
+    await Promise.all([this.cmd.ping(), this.subPing]);
+  }
+
+  private status(up: boolean, reason: string): void {
+    if (this.closed || this.onStatus === null || up === this.reported) return;
+    this.reported = up;
+    this.onStatus(up, reason);
   }
 
   async publish(topic: string, payload: Uint8Array, opts: BrokerPublishOptions): Promise<BrokerPublishResult> {
@@ -506,8 +547,12 @@ export class RedisBroker implements Broker {
     const { seq, epoch } = f;
     const prev = this.last.get(topic);
     if (prev !== undefined && prev.epoch === epoch && seq <= prev.seq) return; // a second matching subscription
-    if (prev === undefined) this.last.set(topic, { epoch, seq });
-    else {
+    if (prev === undefined) {
+      // Bounded: a repeat arrives right after the first copy, so forgetting the least recently
+      // added topics costs nothing (a node serving millions of device topics must not keep them all).
+      if (this.last.size >= LAST_MAX) this.last.delete(this.last.keys().next().value as string);
+      this.last.set(topic, { epoch, seq });
+    } else {
       prev.epoch = epoch;
       prev.seq = seq;
     }
