@@ -4,5 +4,5 @@
 // connection (close 1006): browsers expose neither its HTTP status nor its Retry-After.
 export { WiregateClient } from './client.js';
 export { ClientError } from './errors.js';
-export { backoffDelay, closeAction, retryAfterMs, tokenExpiry, type CloseAction } from './policy.js';
+export { backoffDelay, closeAction, refusalAction, retryAfterMs, tokenExpiry, type CloseAction } from './policy.js';
 export type * from './types.js';

@@ -4,7 +4,7 @@
 import { MAX_ID, MsgType, SUBPROTOCOL, SUBPROTOCOL_BATCH, decodeFrame, encode } from '../protocol/messages.js';
 import { topicError, topicMatches, isPattern } from '../protocol/topic.js';
 import { ClientError } from './errors.js';
-import { backoffDelay, closeAction, tokenExpiry } from './policy.js';
+import { backoffDelay, closeAction, refusalAction, tokenExpiry } from './policy.js';
 import type { ClientEvents, ClientOptions, ClientState, Message, PresenceEntry, SocketConstructor, SocketLike, StreamPosition, SubscribeOptions, Subscription } from './types.js';
 
 const PROTOCOLS = [SUBPROTOCOL_BATCH, SUBPROTOCOL];
@@ -390,7 +390,7 @@ export class WiregateClient {
     if (refusal !== null) {
       const s = refusal.status;
       why = `upgrade refused: HTTP ${s}${refusal.error ? ` ${refusal.error}` : ''}`;
-      action = s === 401 ? 'refresh' : s === 400 || s === 403 || s === 404 || s === 426 || s === 431 ? 'terminal' : 'reconnect';
+      action = refusalAction(s);
       wait = refusal.retryAfter;
     }
     if (action === 'refresh') {

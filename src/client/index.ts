@@ -8,7 +8,7 @@ import { retryAfterMs } from './policy.js';
 import type { ClientOptions, SocketLike } from './types.js';
 
 export { ClientError } from './errors.js';
-export { backoffDelay, closeAction, retryAfterMs, tokenExpiry, type CloseAction } from './policy.js';
+export { backoffDelay, closeAction, refusalAction, retryAfterMs, tokenExpiry, type CloseAction } from './policy.js';
 export type * from './types.js';
 
 export class WiregateClient extends BaseClient {

@@ -16,6 +16,12 @@ export function closeAction(code: number): CloseAction {
   return shouldReconnect(code) ? 'reconnect' : 'terminal';
 }
 
+/** What a client does when the upgrade is refused with an HTTP status (Node only: browsers see a 1006). */
+export function refusalAction(status: number): CloseAction {
+  if (status === 401) return 'refresh';
+  return status === 400 || status === 403 || status === 404 || status === 426 || status === 431 ? 'terminal' : 'reconnect';
+}
+
 /**
  * Delay before reconnection attempt `attempt` (0 for the first retry): full jitter applied after the
  * cap, random(0, min(maxDelay, initialDelay * 2^attempt)). Capping first keeps a herd of clients
