@@ -8,6 +8,7 @@
 //                 conformance suite requires exactly the last N; `~` trims in whole macro nodes)
 //   P{r}T   HASH  retained value: s, e, p
 //   P{rz}   ZSET  every topic with a retained value, score 0, for ZRANGEBYLEX prefix scans
+//   P{rs}   HASH  b = bytes of all retained payloads, x = retained publishes refused by the caps
 //   P{p}T   HASH  presence: client -> msgpack [client, user, info]
 //   P{pz}   ZSET  presence expiries of all topics: member `<len(T)>:<T><client>`, score expiry ms
 // Channels: P{c}T carries a topic's messages, P{presence} the join/leave events.
@@ -47,6 +48,7 @@ import type {
   BrokerFeatures,
   BrokerPublishOptions,
   BrokerPublishResult,
+  BrokerStats,
   BrokerStatusListener,
   HistoryPage,
   HistoryQuery,
@@ -64,6 +66,9 @@ export interface RedisBrokerOptions {
   prefix?: string;
   /** How often this node sweeps expired presence entries, in ms. */
   presenceSweep?: number;
+  /** Caps of the retained values of all nodes together (retained.maxTopics / maxBytes). */
+  retainedMaxTopics?: number;
+  retainedMaxBytes?: number;
   /** Commands (publish, history, ...) not answered within this many ms fail (ioredis commandTimeout). */
   commandTimeout?: number;
   /** Extra ioredis options. */
@@ -107,12 +112,30 @@ else
   redis.call('HSET', KEYS[1], 'h', seq)
 end
 local r = ARGV[6]
-if r == '1' then
-  redis.call('HSET', KEYS[3], 's', seq, 'e', e, 'p', ARGV[2])
-  redis.call('ZADD', KEYS[4], 0, ARGV[1])
-elseif r == '2' then
-  redis.call('DEL', KEYS[3])
-  redis.call('ZREM', KEYS[4], ARGV[1])
+if r ~= '0' then
+  -- retained values are capped like the memory broker's: past retained.maxTopics / maxBytes the
+  -- message is delivered but not retained, and an older value of the topic goes (it would be stale)
+  local old = redis.call('HSTRLEN', KEYS[3], 'p')
+  local had = redis.call('EXISTS', KEYS[3]) == 1
+  local keep = r == '1'
+  if keep then
+    local bytes = tonumber(redis.call('HGET', KEYS[5], 'b') or '0') - old + #ARGV[2]
+    local topics = redis.call('ZCARD', KEYS[4])
+    if not had then topics = topics + 1 end
+    if topics > tonumber(ARGV[10]) or bytes > tonumber(ARGV[11]) then
+      keep = false
+      redis.call('HINCRBY', KEYS[5], 'x', 1)
+    end
+  end
+  if keep then
+    redis.call('HSET', KEYS[3], 's', seq, 'e', e, 'p', ARGV[2])
+    redis.call('ZADD', KEYS[4], 0, ARGV[1])
+    redis.call('HINCRBY', KEYS[5], 'b', #ARGV[2] - old)
+  elseif had then
+    redis.call('DEL', KEYS[3])
+    redis.call('ZREM', KEYS[4], ARGV[1])
+    redis.call('HINCRBY', KEYS[5], 'b', -old)
+  end
 end
 redis.call('PUBLISH', ARGV[9], seq .. '|' .. e .. '|' .. ARGV[7] .. '|' .. ARGV[8] .. '|' .. ARGV[2])
 return {seq, e}
@@ -263,6 +286,11 @@ export class RedisBroker implements Broker {
   /** Redis channels / globs subscribed (refcounted: several patterns may share one). */
   private readonly channels = new Map<string, number>();
   private readonly globs = new Map<string, number>();
+  private readonly retainedMaxTopics: number;
+  private readonly retainedMaxBytes: number;
+  /** What stats() reports: read from Redis in the background, at most one read per second. */
+  private lastStats: BrokerStats = { historyBytes: 0, historyMessages: 0, historyEvictions: 0, retainedTopics: 0, retainedBytes: 0, retainedRejected: 0 };
+  private statsReadAt = 0;
   /** Last {epoch, seq} handed over per topic (dedupe across overlapping subscriptions). */
   private readonly last = new Map<string, { epoch: string; seq: number }>();
   private sweeper: ReturnType<typeof setInterval> | null = null;
@@ -278,6 +306,8 @@ export class RedisBroker implements Broker {
     this.channelPrefix = `${this.prefix}{c}`;
     this.presenceChannel = `${this.prefix}{presence}`;
     this.sweepEvery = opts.presenceSweep ?? 1000;
+    this.retainedMaxTopics = opts.retainedMaxTopics ?? 100_000;
+    this.retainedMaxBytes = opts.retainedMaxBytes ?? 64 * 1024 * 1024;
     const ro: RedisOptions = { lazyConnect: true, maxRetriesPerRequest: 2, retryStrategy: retryDelay, commandTimeout: opts.commandTimeout, ...opts.redis };
     this.cmd = new Redis(opts.url, ro);
     // The subscriber's SUBSCRIBEs wait through a reconnection (ioredis re-subscribes on its own).
@@ -285,7 +315,7 @@ export class RedisBroker implements Broker {
     // Errors surface through the commands' promises; keep ioredis from printing them unhandled.
     this.cmd.on('error', () => undefined);
     this.sub.on('error', () => undefined);
-    this.cmd.defineCommand('wgPublish', { numberOfKeys: 4, lua: PUBLISH_LUA });
+    this.cmd.defineCommand('wgPublish', { numberOfKeys: 5, lua: PUBLISH_LUA });
     this.cmd.defineCommand('wgPosition', { numberOfKeys: 2, lua: POSITION_LUA });
     this.cmd.defineCommand('wgHistory', { numberOfKeys: 2, lua: HISTORY_LUA });
     this.cmd.defineCommand('wgPresenceAdd', { numberOfKeys: 2, lua: PRESENCE_ADD_LUA });
@@ -302,6 +332,8 @@ export class RedisBroker implements Broker {
 
   /** Deletes a topic's seq/epoch, history and retained value (as if Redis had lost them). */
   async forget(topic: string): Promise<void> {
+    const old = await this.cmd.hstrlen(this.retainedKey(topic), 'p');
+    if (old > 0) await this.cmd.hincrby(this.retainedStatsKey(), 'b', -old);
     await this.cmd.zrem(this.retainedIndexKey(), topic);
     await this.cmd.del(...this.topicKeys(topic));
   }
@@ -337,6 +369,27 @@ export class RedisBroker implements Broker {
     this.sweeper.unref();
   }
 
+  /**
+   * The retained values of every node on this Redis and prefix (history is not reported: its size
+   * would cost a scan). Read in the background when asked, so a scrape sees the values of the
+   * previous read (at most one read per second).
+   */
+  stats(): BrokerStats {
+    const now = Date.now();
+    if (now - this.statsReadAt >= 1000 && !this.closed && this.cmd.status === 'ready') {
+      this.statsReadAt = now;
+      this.readStats().catch(() => undefined);
+    }
+    return this.lastStats;
+  }
+
+  /** Reads the retained-value figures now (stats() then reports them). */
+  async readStats(): Promise<BrokerStats> {
+    const [topics, h] = await Promise.all([this.cmd.zcard(this.retainedIndexKey()), this.cmd.hmget(this.retainedStatsKey(), 'b', 'x')]);
+    this.lastStats = { ...this.lastStats, retainedTopics: topics, retainedBytes: Number(h[0] ?? 0), retainedRejected: Number(h[1] ?? 0) };
+    return this.lastStats;
+  }
+
   /** One round trip on each connection (the subscriber's ping is not repeated while one is pending). */
   async ping(): Promise<void> {
     this.subPing ??= this.sub.ping().finally(() => (this.subPing = null));
@@ -357,6 +410,7 @@ export class RedisBroker implements Broker {
       this.streamKey(topic),
       this.retainedKey(topic),
       this.retainedIndexKey(),
+      this.retainedStatsKey(),
       topic,
       asBuffer(payload),
       newId(),
@@ -366,6 +420,8 @@ export class RedisBroker implements Broker {
       opts.exclude,
       this.node,
       this.channelPrefix + topic,
+      this.retainedMaxTopics,
+      this.retainedMaxBytes,
     )) as [number, string];
     return { seq: Number(r[0]), epoch: String(r[1]) };
   }
@@ -608,6 +664,9 @@ export class RedisBroker implements Broker {
   }
   private retainedIndexKey(): string {
     return `${this.prefix}{rz}`;
+  }
+  private retainedStatsKey(): string {
+    return `${this.prefix}{rs}`;
   }
   private presenceKey(topic: string): string {
     return `${this.prefix}{p}${topic}`;

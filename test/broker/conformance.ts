@@ -82,6 +82,8 @@ export interface BrokerFactory {
   features: BrokerFeatures;
   /** A fresh broker with its own keyspace/namespace, not started. */
   create(): Broker | Promise<Broker>;
+  /** A fresh broker (own keyspace, not started) whose retained values are capped at `caps`. */
+  capped(caps: { maxTopics: number; maxBytes: number }): Broker | Promise<Broker>;
   /** A second, not started node sharing `first`'s backing store; omitted or null when single-process. */
   peer?(first: Broker): Broker | Promise<Broker> | null;
   /**
@@ -242,6 +244,10 @@ class Session {
 
   async node(): Promise<Node> {
     return this.start(await this.factory.create());
+  }
+
+  async capped(caps: { maxTopics: number; maxBytes: number }): Promise<Node> {
+    return this.start(await this.factory.capped(caps));
   }
 
   /** A second node of `first`'s cluster, or null when the broker is single-process. */
@@ -928,6 +934,37 @@ export function brokerConformance(name: string, factory: BrokerFactory): void {
         const r3 = await a.publish('rt/n', payload('n', 3), { retain: true });
         const got = (await a.broker.retained('rt/n', 10)).map(retainedView);
         assert.deepEqual(got, [{ topic: 'rt/n', seq: r3.seq, epoch: r3.epoch, payload: hex(payload('n', 3)) }], 'retained again after a clear');
+      });
+
+      it('caps: past maxTopics or maxBytes a retained publish is delivered, not retained, and the older value of its topic goes', needs('retained'), async (t) => {
+        // payload('x', i) packs to 4 bytes; 3 topics at most, 12 bytes at most
+        const a = await session(t, factory).capped({ maxTopics: 3, maxBytes: 12 });
+        await a.broker.subscribe('cap/#');
+        const values = async () => (await a.broker.retained('cap/#', 100)).map((m) => [m.topic, hex(m.payload)]);
+        await a.publish('cap/1', payload('a', 1), { retain: true });
+        await a.publish('cap/2', payload('b', 1), { retain: true });
+        await a.publish('cap/3', payload('c', 1), { retain: true });
+        await a.publish('cap/4', payload('d', 1), { retain: true }); // a 4th topic: refused
+        assert.deepEqual(await values(), [
+          ['cap/1', hex(payload('a', 1))],
+          ['cap/2', hex(payload('b', 1))],
+          ['cap/3', hex(payload('c', 1))],
+        ]);
+        await a.publish('cap/2', payload('b', 2), { retain: true }); // a replacement of the same size fits
+        await a.publish('cap/3', pack(['c', 'too long to fit']), { retain: true }); // over maxBytes: refused, cap/3 loses its value
+        assert.deepEqual(await values(), [
+          ['cap/1', hex(payload('a', 1))],
+          ['cap/2', hex(payload('b', 2))],
+        ]);
+        await a.publish('cap/4', payload('d', 2), { retain: true }); // room again
+        assert.deepEqual((await values()).map(([topic]) => topic), ['cap/1', 'cap/2', 'cap/4']);
+        await waitFor('every publish delivered', () => a.got('cap/3', 2) && a.got('cap/4', 2));
+        if (a.broker.stats !== undefined) {
+          const read = (a.broker as { readStats?: () => Promise<unknown> }).readStats;
+          if (read !== undefined) await read.call(a.broker);
+          const st = a.broker.stats();
+          assert.deepEqual([st.retainedTopics, st.retainedBytes, st.retainedRejected], [3, 12, 2]);
+        }
       });
 
       describe('patterns over many topics', () => {

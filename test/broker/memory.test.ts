@@ -11,5 +11,6 @@ brokerConformance('MemoryBroker', {
   features: { history: true, retained: true, presence: true },
   filters: false,
   create: () => new MemoryBroker(options),
+  capped: (caps) => new MemoryBroker({ ...options, retainedMaxTopics: caps.maxTopics, retainedMaxBytes: caps.maxBytes }),
   loseState: () => new MemoryBroker(options),
 });

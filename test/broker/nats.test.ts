@@ -59,6 +59,7 @@ if (server === null) {
     features: { history: false, retained: false, presence: false },
     filters: true,
     create: () => new NatsBroker({ servers, prefix: `t${randomBytes(6).toString('hex')}` }),
+    capped: () => new NatsBroker({ servers, prefix: `t${randomBytes(6).toString('hex')}` }), // no retained values: the case is skipped
     peer: (first: Broker) => new NatsBroker({ servers, prefix: (first as NatsBroker).prefix }),
     loseState: async (b: Broker, topic: string) => {
       await (b as NatsBroker).forget(topic);

@@ -40,6 +40,7 @@ if (server === null) {
     features: { history: true, retained: true, presence: true },
     filters: true,
     create: () => new RedisBroker({ ...opts, prefix: `t:${randomBytes(6).toString('hex')}:` }),
+    capped: (caps) => new RedisBroker({ ...opts, prefix: `t:${randomBytes(6).toString('hex')}:`, retainedMaxTopics: caps.maxTopics, retainedMaxBytes: caps.maxBytes }),
     peer: (first: Broker) => new RedisBroker({ ...opts, prefix: (first as RedisBroker).prefix }),
     loseState: async (b: Broker, topic: string) => {
       await (b as RedisBroker).forget(topic);
