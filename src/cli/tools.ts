@@ -2,8 +2,12 @@
 // gateway through the client SDK (src/client); token mints a development JWT for it. main.ts
 // dispatches here, so `wiregate start` never loads the client.
 import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { SignJWT } from 'jose';
+import type WebSocket from 'ws';
+import { ClientError, WiregateClient, type Message, type SocketLike, type Subscription } from '../client/index.js';
+import { APP_ERROR_CODE_MIN, ErrorCode } from '../protocol/codes.js';
 import { ConfigError, readConfigFile, resolveConfig } from '../config/index.js';
 import { FIELD_BY_KEY } from '../config/schema.js';
 
@@ -336,6 +340,311 @@ async function token(a: ToolArgs): Promise<void> {
   process.stdout.write((await jwt.sign(new TextEncoder().encode(secret))) + '\n');
 }
 
+// ---- connecting ----------------------------------------------------------------------------------
+
+interface Common {
+  url: string;
+  token: string | undefined;
+  timeout: number;
+}
+
+function common(a: ToolArgs): Common {
+  let url = one(a, 'url') ?? (process.env.WIREGATE_URL || DEFAULT_URL);
+  if (!/^wss?:\/\/[^/?#]/i.test(url)) throw new ToolUsageError(`--url must be a ws:// or wss:// URL, not '${url}'`);
+  if (/^wss?:\/\/[^/?#]+$/i.test(url)) url += DEFAULT_PATH;
+  try {
+    new URL(url);
+  } catch {
+    throw new ToolUsageError(`--url is not a valid URL: '${url}'`);
+  }
+  const token = one(a, 'token') ?? (process.env.WIREGATE_TOKEN || undefined);
+  if (token === '') throw new ToolUsageError('option --token needs a value');
+  return { url, token, timeout: intOption(a, 'timeout', 1, DEFAULT_TIMEOUT)! };
+}
+
+const NET_ERRORS: Record<string, string> = {
+  ECONNREFUSED: 'connection refused',
+  ECONNRESET: 'connection reset',
+  ENOTFOUND: 'host not found',
+  EAI_AGAIN: 'host name lookup failed',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+  ETIMEDOUT: 'timed out',
+};
+
+/**
+ * The SDK's Node client, noting the network error behind a failed connection attempt (refused,
+ * unreachable...): the client itself only sees the close (1006) that follows it. A refused upgrade
+ * needs nothing extra: the client reports its HTTP status and error code.
+ */
+class CliClient extends WiregateClient {
+  lastNetworkError: string | null = null;
+
+  protected override createSocket(url: string, protocols: string[], token: string | undefined): SocketLike {
+    const sock = super.createSocket(url, protocols, token);
+    (sock as unknown as WebSocket).on('error', (err: NodeJS.ErrnoException) => {
+      // ws reports its own abort of a refused upgrade as an error too: keep the first, real one
+      this.lastNetworkError ??= err.code !== undefined && NET_ERRORS[err.code] ? `${NET_ERRORS[err.code]} (${err.code})` : err.message;
+    });
+    this.lastNetworkError = null;
+    return sock;
+  }
+}
+
+const CODE_NAMES = new Map<number, string>(Object.entries(ErrorCode).map(([name, code]) => [code, name]));
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** The exit for a failed operation: an ERROR answer or no answer is 4, a lost connection 3. */
+function failed(what: string, err: unknown, c: Common): ToolExit {
+  if (err instanceof ClientError) {
+    if (typeof err.code === 'number') {
+      const name = CODE_NAMES.get(err.code) ?? (err.code >= APP_ERROR_CODE_MIN ? 'application error' : 'error');
+      return new ToolExit(TOOL_EXIT.REFUSED, `${what} refused: ${err.code} ${name}: ${err.message}`);
+    }
+    if (err.code === 'TIMEOUT') return new ToolExit(TOOL_EXIT.REFUSED, `${what}: no answer within ${c.timeout} ms (TIMEOUT)`);
+    if (err.code === 'CLOSED' || err.code === 'DISCONNECTED') return new ToolExit(TOOL_EXIT.CONNECT, `${what}: the connection was lost (${err.code}: ${err.message})`);
+  }
+  return new ToolExit(TOOL_EXIT.FAILURE, `${what} failed: ${describe(err)}`);
+}
+
+/**
+ * A connected client, or ToolExit 3 with the reason: refused, unreachable, the handshake's HTTP
+ * answer, or no connection within the timeout. `reconnect` is for `sub`: the first attempt decides
+ * here all the same (a second attempt means the first failed), later losses are reconnected. The
+ * one-shot commands fail on a lost connection instead of waiting for the next one.
+ */
+async function open(c: Common, reconnect: boolean): Promise<CliClient> {
+  const client = new CliClient(c.url, {
+    ...(c.token !== undefined ? { token: c.token } : {}),
+    reconnect: reconnect ? {} : false,
+    requestTimeout: c.timeout,
+  });
+  client.on('error', () => {}); // every failure that matters here also fails an operation or closes
+  const cannot = (why: string) => {
+    // "upgrade refused: HTTP 401 TOKEN_SIGNATURE_INVALID" from the client says it all; a network
+    // failure is only "closed with 1006" to it
+    const reason = /^upgrade refused/.test(why) ? why : (client.lastNetworkError ?? why);
+    return new ToolExit(TOOL_EXIT.CONNECT, `cannot connect to ${c.url}: ${reason}`);
+  };
+  let timer: NodeJS.Timeout | undefined;
+  let onConnecting: ((e: { attempt: number }) => void) | undefined;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      timer = setTimeout(() => reject(cannot(`no connection within ${c.timeout} ms`)), c.timeout);
+      onConnecting = (e) => {
+        if (e.attempt > 1) reject(cannot('connection failed'));
+      };
+      client.on('connecting', onConnecting);
+      client.connect().then(resolve, (err: unknown) => reject(cannot(describe(err))));
+    });
+  } catch (err) {
+    await client.close().catch(() => {});
+    throw err;
+  } finally {
+    clearTimeout(timer);
+    if (onConnecting) client.off('connecting', onConnecting);
+  }
+  return client;
+}
+
+async function closeQuietly(client: CliClient): Promise<void> {
+  await client.close().catch(() => {});
+}
+
+// ---- JSON in and out ------------------------------------------------------------------------------
+
+/** JSON.stringify with binary as {"$base64": ...} (Buffer's own toJSON runs before a replacer sees the value, so look at the holder) and big integers as strings. */
+export function toJsonLine(value: unknown): string {
+  return JSON.stringify(value, function (this: Record<string, unknown>, key: string, v: unknown) {
+    const raw = this[key];
+    if (raw instanceof Uint8Array) return { $base64: Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('base64') };
+    if (typeof v === 'bigint') return Number.isSafeInteger(Number(v)) ? Number(v) : v.toString();
+    return v;
+  });
+}
+
+/** JSON.parse where an object that is exactly {"$base64": "<string>"} becomes binary. */
+export function fromJson(text: string, where: string): unknown {
+  try {
+    return JSON.parse(text, (_k, v: unknown) => {
+      if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+        const keys = Object.keys(v);
+        const b64 = (v as { $base64?: unknown }).$base64;
+        if (keys.length === 1 && typeof b64 === 'string') return Buffer.from(b64, 'base64');
+      }
+      return v;
+    });
+  } catch (err) {
+    throw new ToolUsageError(`${where} is not valid JSON (${describe(err)}); use --raw to send text as a string`);
+  }
+}
+
+function messageLine(m: Message, epoch?: string): string {
+  return toJsonLine({ topic: m.topic, seq: m.seq, epoch: m.epoch ?? epoch, payload: m.payload ?? null, retained: Boolean(m.retained), recovered: Boolean(m.recovered) });
+}
+
+function out(line: string): void {
+  process.stdout.write(line + '\n');
+}
+
+/** One value from an argument: inline JSON, @file, or all of stdin with `-`. */
+async function readValue(source: string, raw: boolean): Promise<unknown> {
+  let text: string;
+  let where: string;
+  if (source === '-') {
+    const chunks: Buffer[] = [];
+    for await (const c of process.stdin) chunks.push(c as Buffer);
+    text = Buffer.concat(chunks).toString('utf8');
+    where = 'stdin';
+  } else if (source.startsWith('@')) {
+    text = readArgFile(source.slice(1));
+    where = source.slice(1);
+  } else {
+    text = source;
+    where = 'the argument';
+  }
+  return raw ? text : fromJson(text, where);
+}
+
+// ---- the commands ----------------------------------------------------------------------------------
+
+async function sub(a: ToolArgs): Promise<void> {
+  const c = common(a);
+  const pattern = a.positionals[0];
+  const sinceRaw = one(a, 'since');
+  const since = sinceRaw === undefined ? undefined : parsePosition(sinceRaw);
+  const count = intOption(a, 'count', 1);
+  const client = await open(c, true);
+  let received = 0;
+  let finish!: (e: ToolExit | null) => void;
+  const finished = new Promise<ToolExit | null>((resolve) => (finish = resolve));
+  const stop = () => finish(null);
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  client.on('presence', (e) => out(toJsonLine({ presence: e.kind, topic: e.topic, entry: e.entry })));
+  client.on('disconnected', (e) => {
+    if (e.reconnect) console.error(`wiregate sub: connection lost (${e.code}${e.reason ? ` ${e.reason}` : ''}), reconnecting`);
+    else finish(new ToolExit(TOOL_EXIT.CONNECT, `connection lost (${e.code}${e.reason ? ` ${e.reason}` : ''}), not reconnecting`));
+  });
+  client.on('resubscribed', (e) => {
+    for (const s of e.subscriptions) {
+      if (!s.recovered) console.error(`wiregate sub: resubscribed to ${s.pattern}; what was published meanwhile is not recovered (the topic keeps no history, or too much was missed)`);
+    }
+  });
+  let subscription: Subscription;
+  try {
+    subscription = await client.subscribe(
+      pattern,
+      (m) => {
+        if (count !== undefined && received >= count) return;
+        out(messageLine(m));
+        received++;
+        if (count !== undefined && received >= count) finish(null);
+      },
+      { ...(since ? { since } : {}), retained: flag(a, 'retained'), presence: flag(a, 'presence'), recover: true },
+    );
+  } catch (err) {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+    await closeQuietly(client);
+    throw failed(`subscribe to ${pattern}`, err, c);
+  }
+  // on stderr, like every diagnostic: scripts read stdout; people and tests see when messages can come
+  const at = subscription.position;
+  console.error(`wiregate sub: subscribed to ${pattern}${at ? ` at ${at.seq}:${at.epoch}` : ''}`);
+  const result = await finished;
+  process.off('SIGINT', stop);
+  process.off('SIGTERM', stop);
+  await closeQuietly(client);
+  if (result !== null) throw result;
+}
+
+async function pub(a: ToolArgs): Promise<void> {
+  const c = common(a);
+  const [topic, source] = a.positionals;
+  const qos = one(a, 'qos') ?? 'none';
+  if (qos !== 'none' && qos !== 'ack') throw new ToolUsageError(`option --qos must be none or ack, not '${qos}'`);
+  const raw = flag(a, 'raw');
+  const opts = { ack: qos === 'ack', retain: flag(a, 'retain'), timeout: c.timeout };
+  // an inline value or a file is checked before connecting; stdin lines as they come
+  let values: AsyncIterable<unknown> | unknown[];
+  if (source === '-') {
+    values = (async function* () {
+      let n = 0;
+      for await (const line of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
+        n++;
+        if (line.trim() === '') continue;
+        yield raw ? line : fromJson(line, `stdin line ${n}`);
+      }
+    })();
+  } else values = [await readValue(source, raw)];
+  const client = await open(c, false);
+  let n = 0;
+  try {
+    for await (const v of values) {
+      n++;
+      try {
+        await client.publish(topic, v, opts);
+      } catch (err) {
+        throw failed(`publish${source === '-' ? ` #${n}` : ''} to ${topic}`, err, c);
+      }
+    }
+  } finally {
+    await closeQuietly(client);
+  }
+}
+
+async function call(a: ToolArgs): Promise<void> {
+  const c = common(a);
+  const [method, source] = a.positionals;
+  const params = source === undefined ? undefined : await readValue(source, false);
+  const client = await open(c, false);
+  try {
+    const result = await client.request(method, params, { timeout: c.timeout }).catch((err: unknown) => {
+      throw failed(`call ${method}`, err, c);
+    });
+    out(toJsonLine(result ?? null));
+  } finally {
+    await closeQuietly(client);
+  }
+}
+
+async function history(a: ToolArgs): Promise<void> {
+  const c = common(a);
+  const topic = a.positionals[0];
+  const sinceRaw = one(a, 'since');
+  const since = sinceRaw === undefined ? undefined : parsePosition(sinceRaw);
+  const limit = intOption(a, 'limit', 0);
+  const reverse = flag(a, 'reverse');
+  if (reverse && since) throw new ToolUsageError('--reverse cannot be combined with --since');
+  const client = await open(c, false);
+  try {
+    const r = await client.history(topic, { ...(since ? { since } : {}), ...(limit !== undefined ? { limit } : {}), reverse }).catch((err: unknown) => {
+      throw failed(`history of ${topic}`, err, c);
+    });
+    for (const m of r.publications) out(messageLine(m, r.position.epoch));
+  } finally {
+    await closeQuietly(client);
+  }
+}
+
+async function presence(a: ToolArgs): Promise<void> {
+  const c = common(a);
+  const topic = a.positionals[0];
+  const client = await open(c, false);
+  try {
+    const entries = await client.presence(topic).catch((err: unknown) => {
+      throw failed(`presence of ${topic}`, err, c);
+    });
+    out(toJsonLine(entries));
+  } finally {
+    await closeQuietly(client);
+  }
+}
+
 // ---- entry point ---------------------------------------------------------------------------------
 
 /** Runs one subcommand; sets process.exitCode (and may exit the process once its output is written). */
@@ -349,8 +658,16 @@ export async function runTool(tool: ToolName, argv: string[]): Promise<void> {
     switch (tool) {
       case 'token':
         return await token(a);
-      default:
-        throw new ToolUsageError(`wiregate ${tool} is not available yet`);
+      case 'sub':
+        return await sub(a);
+      case 'pub':
+        return await pub(a);
+      case 'call':
+        return await call(a);
+      case 'history':
+        return await history(a);
+      case 'presence':
+        return await presence(a);
     }
   } catch (err) {
     if (err instanceof ToolUsageError) {

@@ -42,15 +42,22 @@ const FILES: ReadonlySet<string> = new Set([DEMO_PATH, ...['demo.css', 'demo.js'
 
 const escapeAttr = (s: string) => s.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
-// The page has no inline script or style, so the policy can forbid both; the WebSocket goes to the
-// same host ('self' covers ws: / wss: of the page's origin in current browsers, the schemes are
-// listed for older ones).
 const HEADERS = {
   'Cache-Control': 'no-cache',
   'X-Content-Type-Options': 'nosniff',
   'Referrer-Policy': 'no-referrer',
-  'Content-Security-Policy': "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
 };
+
+/**
+ * The page has no inline script or style, so the policy forbids both. The WebSocket goes to the
+ * page's own host: 'self' covers ws: / wss: on it in current browsers, the explicit sources (from
+ * the Host the browser sent, characters checked) cover older ones.
+ */
+function contentSecurityPolicy(req: IncomingMessage): string {
+  const host = req.headers.host;
+  const ws = host !== undefined && /^[A-Za-z0-9.\-:[\]]{1,300}$/.test(host) ? ` ws://${host} wss://${host}` : '';
+  return `default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'${ws}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`;
+}
 
 /**
  * Builds the demo route: a function that answers the request and returns true when the path is the
@@ -99,7 +106,7 @@ export function createDemoRoute(opts: DemoOptions): (path: string, req: Incoming
       res.end(body);
       return true;
     }
-    res.writeHead(200, { 'Content-Type': asset.type, 'Content-Length': asset.body.length, ...HEADERS });
+    res.writeHead(200, { 'Content-Type': asset.type, 'Content-Length': asset.body.length, ...HEADERS, 'Content-Security-Policy': contentSecurityPolicy(req) });
     res.end(req.method === 'HEAD' ? undefined : asset.body);
     return true;
   };
