@@ -20,6 +20,8 @@
     state: 'idle',
     /** The last close: {code, reason, reconnect}. */
     lastClose: null,
+    /** Connection attempts since the last connection. */
+    attempt: 0,
     client: null,
     /** Received messages, oldest first: {topic, seq, epoch, payload, retained, recovered, at}. */
     messages: [],
@@ -95,11 +97,11 @@
     if (close !== undefined) demo.lastClose = close;
     const s = $('status');
     s.dataset.state = state;
+    const last = demo.lastClose;
+    const closed = last ? `${last.code}${last.reason ? ' ' + last.reason : ''}` : '';
     let text = state;
-    if (state === 'connecting') text = 'connecting…';
-    if (state === 'disconnected' && demo.lastClose) {
-      text = `disconnected · ${demo.lastClose.code}${demo.lastClose.reason ? ' ' + demo.lastClose.reason : ''}${demo.lastClose.reconnect ? ' · reconnecting' : ''}`;
-    }
+    if (state === 'connecting') text = last ? `reconnecting · attempt ${demo.attempt} · closed with ${closed}` : 'connecting…';
+    if (state === 'disconnected' && last) text = `disconnected · ${closed}${last.reconnect ? ' · reconnecting' : ''}`;
     $('status-text').textContent = text;
   }
 
@@ -137,7 +139,16 @@
     list.prepend(li);
     while (list.children.length > MAX_MESSAGES) list.lastElementChild.remove();
     $('msg-count').textContent = String(demo.messages.length);
+    if (!positionsDue) {
+      // the positions shown move with the messages: redraw them once per frame, not per message
+      positionsDue = true;
+      requestAnimationFrame(() => {
+        positionsDue = false;
+        renderSubscriptions();
+      });
+    }
   }
+  let positionsDue = false;
 
   $('clear').addEventListener('click', () => {
     demo.messages.length = 0;
@@ -157,9 +168,14 @@
     if (old) await old.close().catch(() => {});
     for (const s of demo.subscriptions.values()) s.subscription = null;
     const t = token();
+    demo.lastClose = null;
     const client = new Client(url, t ? { token: t } : {});
     demo.client = client;
-    client.on('connecting', () => client === demo.client && setState('connecting'));
+    client.on('connecting', (e) => {
+      if (client !== demo.client) return;
+      demo.attempt = e.attempt;
+      setState('connecting');
+    });
     client.on('connected', () => {
       if (client !== demo.client) return;
       setState('connected');
@@ -225,7 +241,11 @@
       const left = el('span');
       left.append(el('span', 'pattern', pattern));
       const pos = s.subscription && s.subscription.position;
-      if (pos) left.append(el('span', 'pos', `@${pos.seq}:${pos.epoch}`));
+      if (pos) {
+        const p = el('span', 'pos', `@${pos.seq}:${pos.epoch}`);
+        p.title = 'position (seq:epoch): after a reconnect the subscription resumes from here';
+        left.append(p);
+      }
       if (!s.subscription) left.append(el('span', 'pos', '(inactive)'));
       const b = el('button', 'small', 'Unsubscribe');
       b.type = 'button';
