@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // wiregate benchmarks. Usage:
 //   npm run bench -- <scenario|all|quick> [--quick] [--duration S] [--payload-file F] [--targets ws,wiregate,uws]
-// Scenarios: throughput, fanout, heartbeat, compression, connections, http, recovery.
+// Scenarios: throughput, fanout, heartbeat, compression, connections, http, recovery; and cluster
+// (redis-server + nats-server; only when named, not in all/quick).
 // Every scenario measures wiregate and the baselines in the same run, with the server and the
 // load generator in separate processes pinned to separate cores. A full run (`all`, no other
 // option) writes the committed reference bench/results/latest-*; any other run writes
@@ -17,8 +18,9 @@ import { compression } from './scenarios/compression.mjs';
 import { connections } from './scenarios/connections.mjs';
 import { http } from './scenarios/http.mjs';
 import { recovery } from './scenarios/recovery.mjs';
+import { cluster } from './scenarios/cluster.mjs';
 
-const SCENARIOS = { throughput, fanout, heartbeat, compression, connections, http, recovery };
+const SCENARIOS = { throughput, fanout, heartbeat, compression, connections, http, recovery, cluster };
 
 let plan;
 try {
@@ -50,6 +52,7 @@ const opts = {
   repeat: values.repeat ? Number(values.repeat) : undefined,
   sizes: values.sizes?.split(',').map(Number),
   settings: values.settings?.split(','),
+  seconds: values.seconds ? Number(values.seconds) : undefined,
   command: `npm run bench -- ${process.argv.slice(2).join(' ')}`,
 };
 if (opts.payloadFile) readFileSync(opts.payloadFile); // fail early on a bad path

@@ -16,6 +16,8 @@ export const REFERENCE_DIR = join(here, '..', 'results');
 export const LOCAL_DIR = join(REFERENCE_DIR, 'local');
 
 export const SCENARIO_NAMES = ['throughput', 'fanout', 'heartbeat', 'compression', 'connections', 'http', 'recovery'];
+/** Run only when named, never by `all` or `quick`: they need more than Node (cluster: redis-server, nats-server). */
+export const ON_DEMAND_SCENARIOS = ['cluster'];
 
 const OPTIONS = {
   quick: { type: 'boolean', default: false },
@@ -27,10 +29,12 @@ const OPTIONS = {
   repeat: { type: 'string' },
   sizes: { type: 'string' },
   settings: { type: 'string' },
+  seconds: { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
 };
 
-export const USAGE = `usage: npm run bench -- <${SCENARIO_NAMES.join('|')}|all|quick> [--quick] [--duration S] [--payload-file F] [--targets ws,wiregate,uws] [--subscribers 1000,10000] [--conns N] [--repeat N] [--sizes 64,1024] [--settings off,fast,ws]
+export const USAGE = `usage: npm run bench -- <${[...SCENARIO_NAMES, ...ON_DEMAND_SCENARIOS].join('|')}|all|quick> [--quick] [--duration S] [--payload-file F] [--targets ws,wiregate,uws] [--subscribers 1000,10000] [--conns N] [--repeat N] [--sizes 64,1024] [--settings off,fast,ws] [--seconds S (cluster)]
+\`all\` and \`quick\` run every scenario but ${ON_DEMAND_SCENARIOS.join(', ')}, which runs only when named.
 Only \`npm run bench -- all\` (no other option) replaces the reference in bench/results/latest-*;
 every other run writes to bench/results/local/ (ignored by git).`;
 
@@ -47,7 +51,7 @@ export function planRun(argv, env = process.env) {
     names = [...SCENARIO_NAMES];
     quick = true;
   } else if (all) names = [...SCENARIO_NAMES];
-  const unknown = names.find((n) => !SCENARIO_NAMES.includes(n));
+  const unknown = names.find((n) => !SCENARIO_NAMES.includes(n) && !ON_DEMAND_SCENARIOS.includes(n));
   if (unknown !== undefined) throw new Error(`unknown scenario ${unknown}`);
   const narrowed = Object.keys(OPTIONS).some((k) => k !== 'quick' && k !== 'help' && values[k] !== undefined);
   const reference = all && !quick && !narrowed && !env.BENCH_SERVER_ARGS;
