@@ -12,6 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { SignJWT } from 'jose';
 import { chromium, type Page } from 'playwright-core';
 import { createGateway, type CreateGatewayOptions, type Gateway } from '../src/index.js';
 import { cleanup, connect, startGateway } from './helpers.js';
@@ -165,5 +166,42 @@ test('the demo page: subscribe, receive, publish, presence, and recovery across 
   await page.screenshot({ path: shot, fullPage: true });
   assert.ok(statSync(shot).size > 10_000, 'screenshot written');
   assert.deepEqual(problems, [], 'no script errors, no CSP violations');
+  await browser.close();
+});
+
+test('the demo page with authentication: waits for a token, connects with it, shows what the gateway refuses', { skip: haveChromium ? false : `not installed: chromium (${CHROMIUM})`, timeout: 60_000 }, async (t) => {
+  ensureBundle();
+  const secret = 'browser-test-secret-0123456789abcdef';
+  const s = await startGateway(t, { demo: true, auth: { enabled: true, secret } });
+  const token = await new SignJWT({ sub: 'alice', wg: { sub: ['demo/#'], pub: ['demo/#'] } })
+    .setProtectedHeader({ alg: 'HS256' })
+    .setExpirationTime('10m')
+    .sign(new TextEncoder().encode(secret));
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  cleanup(t, () => browser.close());
+  const page = await browser.newPage();
+  const problems: string[] = [];
+  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+
+  await page.goto(`${s.http}/demo`);
+  await page.waitForSelector('#notice:not([hidden]):has-text("requires a token")');
+  assert.equal(await page.evaluate(() => (globalThis as unknown as DemoWindow).wiregateDemo.state), 'idle', 'no connection attempt without a token');
+  assert.equal(s.gw.connections, 0);
+
+  // the token from the fragment (never sent to the server), as a link would carry it
+  await page.goto(`${s.http}/demo#token=${token}`);
+  await page.reload();
+  await pageState(page, 'connected');
+  await page.fill('#sub-pattern', 'demo/#');
+  await page.click('#subscribe');
+  await page.waitForSelector('#sub-result.ok');
+  await page.fill('#sub-pattern', 'secret/#');
+  await page.click('#subscribe');
+  await page.waitForSelector('#sub-result.error');
+  assert.match((await page.textContent('#sub-result')) ?? '', /^104: /, 'FORBIDDEN, with its code');
+  await page.fill('#pub-payload', '{not json');
+  await page.click('#publish');
+  await page.waitForSelector('#pub-result.error:has-text("not valid JSON")');
+  assert.deepEqual(problems, []);
   await browser.close();
 });
