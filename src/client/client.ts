@@ -503,11 +503,9 @@ export class WiregateClient {
         this.queued++;
       }
       this.pending.set(c.id, c);
+      this.arm(c.deadline);
       if (this.writable) this.send(c, now);
-      else {
-        this.outbox.push(c);
-        this.arm(c.deadline);
-      }
+      else this.outbox.push(c);
     });
   }
 

@@ -15,9 +15,9 @@ export class ClientError extends Error {
   override name = 'ClientError';
   code: number | string;
   /** The WebSocket close code that ended the connection, when a close caused this error. */
-  closeCode?: number;
+  declare closeCode?: number;
   /** The HTTP status that refused the upgrade (Node only: browsers do not expose it). */
-  status?: number;
+  declare status?: number;
 
   constructor(code: number | string, message: string, detail?: { closeCode?: number; status?: number }) {
     super(message);
