@@ -19,6 +19,8 @@ import { randomBytes } from 'node:crypto';
 import { MemoryBroker } from './pubsub/memory-broker.js';
 import { RedisBroker } from './pubsub/redis-broker.js';
 import { NatsBroker } from './pubsub/nats-broker.js';
+import { BrokerHealth } from './pubsub/broker-health.js';
+import { encodeGap } from './protocol/messages.js';
 import type { Broker, HistoryPolicy } from './pubsub/broker.js';
 import { Session, type SessionContext } from './connection/session.js';
 import { Dispatcher } from './connection/dispatch.js';
@@ -31,7 +33,7 @@ import { Admission, DRAINING, isWebSocketHandshake, pickProtocol, type Refusal, 
 import { TickWriter } from './transport/writer.js';
 import { normaliseDeflateOffer, perMessageDeflateOptions } from './transport/deflate-offer.js';
 import { fastPaths, inflateStats, type FastPaths } from './transport/ws-internals.js';
-import { createHttpHandler } from './http/routes.js';
+import { createHttpHandler, type ClusterLink } from './http/routes.js';
 import { AuthError, createAuthenticator, extractToken, type Authenticator, type Identity } from './auth/jwt.js';
 import { Credentials, permissionsFor } from './auth/credentials.js';
 import { runtimeInfo, type RuntimeInfo } from './info.js';
@@ -63,10 +65,14 @@ export class Runtime {
   readonly credentials: Credentials<Session>;
   readonly presence: Presence<Session>;
   readonly dispatcher: Dispatcher;
+  readonly brokerHealth: BrokerHealth;
   /** Open sessions. */
   readonly sessions = new Set<Session>();
   authenticate: Authenticate | null = null;
+  /** Set in a worker of `wiregate start --workers N` (src/cli/cluster.ts): /metrics and /info then cover every worker. */
+  cluster: ClusterLink | null = null;
   private drainingFlag = false;
+  private brokerLostAt = 0;
   private nextId = 1;
   private readonly wss: WebSocketServer;
   private readonly heartbeat: Heartbeat<Session>;
@@ -90,8 +96,14 @@ export class Runtime {
       opts.broker ??
       (c.broker === 'memory'
         ? new MemoryBroker({ historyMaxBytes: c.history.maxBytes, retainedMaxTopics: c.retained.maxTopics, retainedMaxBytes: c.retained.maxBytes })
-        : brokerFromUrl(c.broker, c.brokerPrefix));
+        : brokerFromUrl(c.broker, c.brokerPrefix, c.brokerTimeout, c.retained));
     this.hub = new Hub(broker, outboundPolicy(c), historyPolicy(c));
+    this.brokerHealth = new BrokerHealth(this.hub, {
+      startTimeout: c.brokerStartTimeout,
+      timeout: c.brokerTimeout,
+      log: this.log,
+      onChange: (up, reason) => this.brokerChanged(up, reason),
+    });
     this.authenticator = c.auth.enabled
       ? createAuthenticator({
           enabled: true,
@@ -126,7 +138,7 @@ export class Runtime {
       credentials: this.credentials,
       presence: this.presence,
       maxRecover: c.history.maxRecover,
-      retainedOff: c.retained.maxTopics === 0,
+      retainedOff: c.retained.maxTopics === 0 || !broker.features.retained,
       draining: () => this.drainingFlag,
     });
     this.sessionContext = {
@@ -177,6 +189,7 @@ export class Runtime {
             upgradesRejected: () => this.admission.rejected,
             fastPaths: this.fastPaths,
             broker: () => broker.stats?.() ?? null,
+            brokerUp: () => this.hub.up,
           },
           c.metrics.eventLoopResolution,
         )
@@ -210,7 +223,7 @@ export class Runtime {
       const c = this.config;
       if (c.history.topics.length > 0 && !f.history) throw new ConfigError('history.topics', 'the configured broker keeps no history', c.history.topics, '');
       if (c.presence.topics.length > 0 && !f.presence) throw new ConfigError('presence.topics', 'the configured broker has no presence', c.presence.topics, '');
-      await this.hub.start((topic, kind, entry) => this.presence.event(topic, kind, entry));
+      await this.brokerHealth.start((topic, kind, entry) => this.presence.event(topic, kind, entry));
       this.heartbeat.start();
       this.housekeeping = setInterval(() => this.sweep(), 1000);
       this.housekeeping.unref();
@@ -293,8 +306,33 @@ export class Runtime {
       await new Promise<void>((r) => this.server!.close(() => r()));
     }
     this.wss.close();
+    this.brokerHealth.stop();
     await this.hub.close();
     this.log.info('closed');
+  }
+
+  /**
+   * The broker was lost (publishes and subscribes now fail with BROKER_UNAVAILABLE, /readyz is 503)
+   * or is back with this node's subscriptions restored: then every subscription on this node gets
+   * GAP `[21, pattern, 0]`, since messages published meanwhile may not have reached it.
+   */
+  private brokerChanged(up: boolean, reason: string): void {
+    if (!up) {
+      this.brokerLostAt = Date.now();
+      this.stats.brokerOutages++;
+      this.log.error({ reason }, 'broker lost: publishes and subscribes fail with BROKER_UNAVAILABLE until it is back');
+      return;
+    }
+    let gaps = 0;
+    for (const s of this.sessions) {
+      if (s.closing) continue;
+      for (const pattern of s.subscriptions) {
+        s.send(encodeGap(pattern, 0));
+        gaps++;
+      }
+    }
+    this.stats.brokerGaps += gaps;
+    this.log.warn({ gaps, downForMs: Date.now() - this.brokerLostAt }, 'broker back: subscriptions restored, GAP sent to every subscription');
   }
 
   // ---- upgrade -----------------------------------------------------------------------------------
@@ -448,8 +486,10 @@ export class Runtime {
 function swallow(): void {}
 
 /** The broker named by a `broker` URL: redis:// / rediss:// or a comma-separated nats:// (tls://) list. */
-export function brokerFromUrl(url: string, prefix: string): Broker {
-  if (/^rediss?:/.test(url)) return new RedisBroker({ url, prefix });
+export function brokerFromUrl(url: string, prefix: string, timeout = 3000, retained?: { maxTopics: number; maxBytes: number }): Broker {
+  if (/^rediss?:/.test(url)) {
+    return new RedisBroker({ url, prefix, commandTimeout: timeout || undefined, retainedMaxTopics: retained?.maxTopics, retainedMaxBytes: retained?.maxBytes });
+  }
   // NATS: the prefix becomes the subject prefix ('wg:' -> 'wg'); credentials in the URL become options.
   const servers: string[] = [];
   const auth: { user?: string; pass?: string; token?: string } = {};
@@ -463,7 +503,7 @@ export function brokerFromUrl(url: string, prefix: string): Broker {
     if (u.protocol === 'tls:') tls = true;
     servers.push(`${u.hostname.includes(':') ? `[${u.hostname}]` : u.hostname}:${u.port || '4222'}`);
   }
-  return new NatsBroker({ servers, prefix: prefix.replace(/[:.]+$/, '') || 'wg', nats: { ...auth, ...(tls ? { tls: {} } : {}) } });
+  return new NatsBroker({ servers, prefix: prefix.replace(/[:.]+$/, '') || 'wg', timeout: timeout || undefined, nats: { ...auth, ...(tls ? { tls: {} } : {}) } });
 }
 
 function pathOf(url: string | undefined): string {

@@ -5,7 +5,9 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ConfigError, readConfigFile, redactConfig, resolveConfig, FIELDS, envName } from '../config/index.js';
 import type { GatewayConfig } from '../config/index.js';
-import { createGateway } from '../gateway.js';
+import { createGateway, internals } from '../gateway.js';
+import { isClusterWorker, joinCluster, runPrimary, runsPrimary, workerCount, workerLogger } from './cluster.js';
+import { DUPLICATE_SIGNAL_MS, onShutdownSignals } from './signals.js';
 
 /** Exit codes of the `wiregate` command (also listed by `wiregate --help` and in README "Operate it"). */
 export const EXIT = {
@@ -19,12 +21,7 @@ export const EXIT = {
   START: 3,
 } as const;
 
-/**
- * A repeat of the signal that started the shutdown, within this many milliseconds, is the same
- * request: one Ctrl-C under `npm start` reaches the gateway twice (from the terminal, and forwarded
- * by npm), as does a SIGTERM sent to the whole process group or cgroup.
- */
-export const DUPLICATE_SIGNAL_MS = 1000;
+export { DUPLICATE_SIGNAL_MS };
 
 const EXIT_CODES = `Exit codes:
   0  done (help, --version, --print-config, or a clean shutdown on SIGTERM / SIGINT)
@@ -54,6 +51,8 @@ Options:
   -c, --config <file>       JSON config file (or WIREGATE_CONFIG=<file>)
   -p, --port <n>            TCP port (0 picks a free port)
   --host <addr>             interface to listen on
+  --workers <n>             processes sharing the port (node:cluster): 0 = one per core with a
+                            shared broker (redis://, nats://), else 1; more than 1 needs one
   --print-config            print the effective config (secrets redacted) and exit
   --<key>=<value>           any config key in dotted form, e.g. --heartbeat.interval=15000,
   --<key> <value>           or kebab-case, e.g. --heartbeat-interval 15000; boolean keys
@@ -63,6 +62,7 @@ Every key is in docs/configuration.md and is also a WIREGATE_* environment varia
 Precedence: defaults < config file < environment < flags.
 SIGTERM / SIGINT: new upgrades get 503, clients are closed with 1001, exit 0 once drained;
 a different signal, or the same one again after ${DUPLICATE_SIGNAL_MS} ms, exits 1 at once.
+With workers, the primary forwards the signal to every worker and exits 0 once all drained.
 
 ${EXIT_CODES}`;
 
@@ -245,28 +245,20 @@ async function start(argv: string[]): Promise<void> {
     console.error(line);
     process.exit(code);
   };
+  if (runsPrimary(config)) return runPrimary(config, workerCount(config));
+  const worker = isClusterWorker();
   let gw: ReturnType<typeof createGateway>;
   try {
-    gw = createGateway({ config });
+    gw = createGateway({ config, logger: worker ? workerLogger(config) : undefined });
+    if (worker) joinCluster(internals(gw));
   } catch (err) {
     cannotStart(err);
   }
   const listening = gw.listen();
   // Handlers go in before listen() resolves: its "wiregate listening" line is written first, and
   // a supervisor (or npm) may signal as soon as it sees that line.
-  let first: { signal: NodeJS.Signals; at: number } | undefined;
-  const stop = (signal: NodeJS.Signals) => {
-    const now = performance.now();
-    if (first) {
-      if (signal === first.signal && now - first.at < DUPLICATE_SIGNAL_MS) {
-        gw.log.debug({ signal }, 'same signal again, already shutting down');
-        return;
-      }
-      gw.log.warn({ signal }, 'second signal, exiting now');
-      process.exit(EXIT.FAILURE);
-    }
-    first = { signal, at: now };
-    gw.log.info({ signal }, 'shutting down');
+  // (A cluster worker gets a terminal's Ctrl-C twice too: from the terminal and from the primary.)
+  const stop = () => {
     listening
       .catch(() => new Promise(() => {})) // a failed start exits with its own code
       .then(() => gw.close())
@@ -278,8 +270,7 @@ async function start(argv: string[]): Promise<void> {
         },
       );
   };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
+  onShutdownSignals(gw.log, stop, () => process.exit(EXIT.FAILURE));
   try {
     await listening;
   } catch (err) {

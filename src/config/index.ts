@@ -210,6 +210,10 @@ export function resolveConfig(sources: ConfigSources = {}): GatewayConfig {
   if (c.broker !== 'memory' && !/^(rediss?|nats|tls):\/\/[^\s]+$/.test(c.broker)) {
     throw new ConfigError('broker', 'must be `memory`, a redis:// or rediss:// URL, or a nats:// (tls://) URL list', c.broker, set.get('broker')?.source);
   }
+  if (c.workers > 1 && c.broker === 'memory') {
+    const rule = 'more than 1 worker needs a shared broker: with broker `memory` each worker would be a separate gateway with its own in-memory broker (clients on different workers would not see each other\'s messages); configure a redis:// or nats:// broker, or use workers 1';
+    throw new ConfigError('workers', rule, c.workers, set.get('workers')?.source);
+  }
   for (const entry of c.history.topics) {
     if (parseHistoryEntry(entry) === null) {
       throw new ConfigError('history.topics', 'entries must be `<topic pattern>=<count>` or `<topic pattern>=<count>/<seconds>s` with count >= 1', entry, set.get('history.topics')?.source);

@@ -5,10 +5,33 @@ import { SUBPROTOCOL, decodeFrame } from '../protocol/messages.js';
 import { topicError } from '../protocol/topic.js';
 import { readBody, sendJson } from '../transport/http-util.js';
 import { createDemoRoute } from './demo.js';
+import { BrokerUnavailable } from '../pubsub/hub.js';
 import type { Runtime } from '../runtime.js';
 
 function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
+}
+
+/**
+ * What a worker of `wiregate start --workers N` asks the cluster primary (src/cli/cluster.ts);
+ * `Runtime.cluster` is null in a single process, whose /info then has no `worker` / `workers`.
+ */
+export interface ClusterLink {
+  /** This worker's node:cluster id. */
+  readonly worker: number;
+  /** Prometheus text of every listening worker's registry, aggregated by the primary. */
+  metrics(): Promise<string>;
+  /** Every worker the primary runs, with its open connections (null when it is not listening or did not answer). */
+  workers(): Promise<WorkerInfo[]>;
+}
+
+export interface WorkerInfo {
+  id: number;
+  pid: number;
+  /** When the primary forked it (ISO 8601). */
+  startedAt: string;
+  listening: boolean;
+  connections: number | null;
 }
 
 export function createHttpHandler(gw: Runtime): (req: IncomingMessage, res: ServerResponse) => void {
@@ -61,6 +84,19 @@ export function createHttpHandler(gw: Runtime): (req: IncomingMessage, res: Serv
     sendJson(res, 200, { seq });
   };
 
+  /** GET /info; a cluster worker adds its own id and the primary's list of workers. */
+  const sendInfo = (res: ServerResponse, body: Record<string, unknown>) => {
+    const link = gw.cluster;
+    if (link === null) return sendJson(res, 200, body);
+    link.workers().then(
+      (workers) => sendJson(res, 200, { ...body, worker: link.worker, workers }),
+      (err) => {
+        gw.log.error({ err }, 'cluster info failed');
+        sendJson(res, 500, { error: 'INTERNAL', message: 'cluster info failed' });
+      },
+    );
+  };
+
   return (req, res) => {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
@@ -70,6 +106,7 @@ export function createHttpHandler(gw: Runtime): (req: IncomingMessage, res: Serv
       if (gw.config.httpPublish.apiKey === '') return sendJson(res, 404, { error: 'NOT_FOUND', message: 'HTTP publish API is disabled (set httpPublish.apiKey)' });
       if (method !== 'POST') return sendJson(res, 405, { error: 'METHOD_NOT_ALLOWED', message: 'use POST' }, { Allow: 'POST' });
       publish(req, res).catch((err) => {
+        if (err instanceof BrokerUnavailable && !res.headersSent) return sendJson(res, 503, { error: 'BROKER_UNAVAILABLE', message: err.message }, { 'Retry-After': 1 });
         gw.log.error({ err }, 'HTTP publish failed');
         if (!res.headersSent) sendJson(res, 500, { error: 'INTERNAL', message: 'publish failed' });
       });
@@ -80,12 +117,15 @@ export function createHttpHandler(gw: Runtime): (req: IncomingMessage, res: Serv
       case '/healthz':
         return sendJson(res, 200, { status: 'ok' });
       case '/readyz':
-        return gw.draining ? sendJson(res, 503, { ready: false, reason: 'draining' }) : sendJson(res, 200, { ready: true });
+        if (gw.draining) return sendJson(res, 503, { ready: false, reason: 'draining' });
+        if (!gw.hub.up) return sendJson(res, 503, { ready: false, reason: 'broker unavailable', detail: gw.brokerHealth.reason });
+        return sendJson(res, 200, { ready: true });
       case '/info':
-        return sendJson(res, 200, { ...gw.info, connections: gw.connections, path: gw.config.path, draining: gw.draining });
+        return sendInfo(res, { ...gw.info, connections: gw.connections, path: gw.config.path, draining: gw.draining, brokerUp: gw.hub.up, ...(gw.hub.up ? {} : { brokerDown: { reason: gw.brokerHealth.reason, since: new Date(gw.brokerHealth.since).toISOString() } }) });
       case '/metrics':
         if (!gw.metrics) return sendJson(res, 404, { error: 'NOT_FOUND', message: 'metrics disabled' });
-        gw.metrics.metrics().then(
+        // a cluster worker serves every worker's metrics, aggregated by the primary
+        (gw.cluster?.metrics() ?? gw.metrics.metrics()).then(
           (text) => {
             res.writeHead(200, { 'Content-Type': gw.metrics!.contentType });
             res.end(text);

@@ -2,7 +2,9 @@
 // through collect() callbacks when /metrics is scraped, so gateway metrics cost nothing between
 // scrapes. The one standing cost is Node's event-loop delay histogram (prom-client's default
 // metrics), one timer wake-up per `eventLoopResolution` ms.
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+// With `wiregate start --workers N` the primary aggregates every worker's registry (src/cli/cluster.ts)
+// by each metric's `aggregator`: sum unless a row says otherwise (a flag or a state is not summed).
+import { Counter, Gauge, Registry, collectDefaultMetrics, type Aggregator } from 'prom-client';
 import { errorCodeName } from '../protocol/codes.js';
 import type { Stats } from '../connection/core.js';
 import type { FastPaths } from '../transport/ws-internals.js';
@@ -20,6 +22,8 @@ export interface LiveReadings {
   fastPaths: FastPaths;
   /** What the broker holds (history, retained), when it reports it. */
   broker(): BrokerStats | null;
+  /** Whether the broker is reachable (always true for the memory broker). */
+  brokerUp(): boolean;
 }
 
 export function createMetrics(stats: Stats, live: LiveReadings, eventLoopResolution = 100): Registry {
@@ -39,14 +43,14 @@ export function createMetrics(stats: Stats, live: LiveReadings, eventLoopResolut
       },
     });
   };
-  const gauge = (name: string, help: string, read: () => number) => {
-    new Gauge({ name, help, registers: [register], collect() { this.set(read()); } });
+  const gauge = (name: string, help: string, read: () => number, aggregator: Aggregator = 'sum') => {
+    new Gauge({ name, help, registers: [register], aggregator, collect() { this.set(read()); } });
   };
 
   gauge('wiregate_connections', 'Open WebSocket connections', live.connections);
   gauge('wiregate_subscriptions', 'Active subscriptions (connection x pattern)', () => stats.subscriptions);
   gauge('wiregate_subscription_patterns', 'Distinct subscribed patterns on this node', live.patterns);
-  gauge('wiregate_draining', '1 while the gateway is shutting down', () => (live.draining() ? 1 : 0));
+  gauge('wiregate_draining', '1 while the gateway is shutting down', () => (live.draining() ? 1 : 0), 'max');
   counter('wiregate_connections_opened_total', 'WebSocket connections accepted', () => stats.connectionsOpened);
   counter('wiregate_connections_closed_total', 'WebSocket connections closed', () => stats.connectionsClosed);
   counter('wiregate_frames_in_total', 'Binary and text frames received', () => stats.framesIn);
@@ -73,6 +77,9 @@ export function createMetrics(stats: Stats, live: LiveReadings, eventLoopResolut
   gauge('wiregate_retained_topics', 'Topics with a retained value', b('retainedTopics'));
   gauge('wiregate_retained_bytes', 'Bytes of retained values', b('retainedBytes'));
   counter('wiregate_retained_rejected_total', 'Retained publishes past retained.maxTopics / maxBytes (delivered, not retained)', b('retainedRejected'));
+  gauge('wiregate_broker_up', 'Whether the broker is reachable and answering (1) or lost/stalled (0): publishes and subscribes get BROKER_UNAVAILABLE (116) and /readyz is 503 while 0', () => (live.brokerUp() ? 1 : 0), 'min');
+  counter('wiregate_broker_outages_total', 'Times the broker connection was lost or stalled', () => stats.brokerOutages);
+  counter('wiregate_broker_gaps_total', 'GAPs sent to subscribers when the broker came back (they may have missed messages)', () => stats.brokerGaps);
   counter('wiregate_recovered_messages_total', 'Messages replayed from history to recovering subscribers', () => stats.recovered);
   counter('wiregate_sync_inflates_total', 'Inbound compressed messages inflated synchronously (syncInflate fast path; process-wide)', live.syncInflates);
   new Gauge({
@@ -80,6 +87,7 @@ export function createMetrics(stats: Stats, live: LiveReadings, eventLoopResolut
     help: 'Whether each ws-internals fast path is on (1) or off (0); see /info fastPaths.reason',
     labelNames: ['path'],
     registers: [register],
+    aggregator: 'min', // across workers: on only where it is on in every one
     collect() {
       for (const p of ['directWrites', 'syncInflate', 'closeHook'] as const) this.set({ path: p }, live.fastPaths[p] ? 1 : 0);
     },
