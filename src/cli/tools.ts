@@ -378,16 +378,21 @@ const NET_ERRORS: Record<string, string> = {
  * needs nothing extra: the client reports its HTTP status and error code.
  */
 class CliClient extends WiregateClient {
-  lastNetworkError: string | null = null;
+  lastFailure: string | null = null;
 
   protected override createSocket(url: string, protocols: string[], token: string | undefined): SocketLike {
     const sock = super.createSocket(url, protocols, token);
     (sock as unknown as WebSocket).on('error', (err: NodeJS.ErrnoException) => {
-      // ws reports its own abort of a refused upgrade as an error too: keep the first, real one
-      this.lastNetworkError ??= err.code !== undefined && NET_ERRORS[err.code] ? `${NET_ERRORS[err.code]} (${err.code})` : err.message;
+      // ws reports its own abort of a refused upgrade as an error too: keep the refusal
+      this.lastFailure ??= err.code !== undefined && NET_ERRORS[err.code] ? `${NET_ERRORS[err.code]} (${err.code})` : err.message;
     });
-    this.lastNetworkError = null;
+    this.lastFailure = null;
     return sock;
+  }
+
+  protected override refused(sock: SocketLike, refusal: { status: number; retryAfter: number; error: string }): void {
+    this.lastFailure = `upgrade refused: HTTP ${refusal.status}${refusal.error ? ` ${refusal.error}` : ''}`;
+    super.refused(sock, refusal);
   }
 }
 
@@ -426,7 +431,7 @@ async function open(c: Common, reconnect: boolean): Promise<CliClient> {
   const cannot = (why: string) => {
     // "upgrade refused: HTTP 401 TOKEN_SIGNATURE_INVALID" from the client says it all; a network
     // failure is only "closed with 1006" to it
-    const reason = /^upgrade refused/.test(why) ? why : (client.lastNetworkError ?? why);
+    const reason = /^upgrade refused/.test(why) ? why : (client.lastFailure ?? why);
     return new ToolExit(TOOL_EXIT.CONNECT, `cannot connect to ${c.url}: ${reason}`);
   };
   let timer: NodeJS.Timeout | undefined;
@@ -649,6 +654,11 @@ async function presence(a: ToolArgs): Promise<void> {
 
 /** Runs one subcommand; sets process.exitCode (and may exit the process once its output is written). */
 export async function runTool(tool: ToolName, argv: string[]): Promise<void> {
+  // `wiregate sub ... | head -1`: a reader that went away ends the command, quietly and successfully
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(TOOL_EXIT.OK);
+    throw err;
+  });
   try {
     const a = parseToolArgs(tool, argv);
     if (a.help) {
