@@ -373,9 +373,10 @@ const NET_ERRORS: Record<string, string> = {
 };
 
 /**
- * The SDK's Node client, noting the network error behind a failed connection attempt (refused,
- * unreachable...): the client itself only sees the close (1006) that follows it. A refused upgrade
- * needs nothing extra: the client reports its HTTP status and error code.
+ * The SDK's Node client, noting why the last connection attempt failed, for the exit-3 line: the
+ * network error behind it (refused, unreachable...), which the client itself only sees as a close
+ * with 1006, or the HTTP status and error code of a refused upgrade (which the client reports when
+ * it gives up, but not when it will retry: a 429 or 503 on the first attempt of `sub`).
  */
 class CliClient extends WiregateClient {
   lastFailure: string | null = null;
