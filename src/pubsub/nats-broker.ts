@@ -26,8 +26,8 @@
 // random epoch and seq 1), retrying on a revision conflict: that makes the seq atomic across
 // nodes. A missing key (deleted/purged, or a server that lost its JetStream store) means a new
 // epoch, so old positions can never be taken for the new stream. Publishes on one topic are
-// serialized inside the process (a per-topic promise chain), so a node's own publishes go out
-// in seq order; the message is then sent on the topic's subject as the frame
+// queued inside the process and reserved in batches (one KV update for everything waiting), so a
+// node's own publishes go out in seq order; the message is then sent on the topic's subject as the frame
 // `seq|epoch|exclude|node|payload` (payload: the raw bytes after the fourth '|').
 //
 // Ordering across nodes: two nodes may take seq 5 and 6 and the core publishes may reach NATS in
@@ -135,6 +135,16 @@ interface Counter extends StreamPosition {
 
 const COUNTER_CACHE = 10_000;
 
+/** Most publishes of one topic that share one KV update. */
+const BATCH = 256;
+
+interface Pending {
+  payload: Uint8Array;
+  exclude: number;
+  resolve(r: BrokerPublishResult): void;
+  reject(err: unknown): void;
+}
+
 interface TopicState {
   epoch: string;
   /** Last seq handed over (0: none yet in this epoch). */
@@ -160,8 +170,8 @@ export class NatsBroker implements Broker {
   private readonly topics = new Map<string, TopicState>();
   /** Last counter value and KV revision this node saw per topic (a hint; verified by the update). */
   private readonly counters = new Map<string, Counter>();
-  /** Per-topic chain that serializes this node's publishes. */
-  private readonly chains = new Map<string, Promise<unknown>>();
+  /** Per-topic queue of this node's publishes waiting for their seqs (present while being drained). */
+  private readonly queues = new Map<string, Pending[]>();
   private closed = false;
   private flushing: Promise<void> | null = null;
   private nextFlush: Promise<void> | null = null;
@@ -237,18 +247,51 @@ export class NatsBroker implements Broker {
     await this.store().purge(this.key(topic));
   }
 
+  /**
+   * Publishes are queued per topic; each turn of a topic's queue takes everything waiting (up to
+   * BATCH), reserves that many seqs with ONE KV update, sends the frames, and goes on with the next
+   * turn while the confirming round trip is in flight. A busy topic thus costs one KV round trip per
+   * batch, not per message, and the node's own publishes of a topic still leave in seq order.
+   */
   publish(topic: string, payload: Uint8Array, opts: BrokerPublishOptions): Promise<BrokerPublishResult> {
-    const prev = this.chains.get(topic) ?? Promise.resolve();
-    const run = prev.then(
-      () => this.publishNow(topic, payload, opts.exclude),
-      () => this.publishNow(topic, payload, opts.exclude),
-    );
-    this.chains.set(topic, run);
-    void run.then(
-      () => this.chains.get(topic) === run && this.chains.delete(topic),
-      () => this.chains.get(topic) === run && this.chains.delete(topic),
-    );
-    return run;
+    return new Promise<BrokerPublishResult>((resolve, reject) => {
+      let q = this.queues.get(topic);
+      if (q === undefined) {
+        q = [];
+        this.queues.set(topic, q);
+        q.push({ payload, exclude: opts.exclude, resolve, reject });
+        void this.send(topic, q);
+      } else q.push({ payload, exclude: opts.exclude, resolve, reject });
+    });
+  }
+
+  private async send(topic: string, q: Pending[]): Promise<void> {
+    // the caller pushed the first entry; the queue is removed once it is empty
+    while (q.length > 0) {
+      const batch = q.splice(0, BATCH);
+      let first: StreamPosition;
+      try {
+        first = await this.reserve(topic, batch.length);
+      } catch (err) {
+        for (const p of batch) p.reject(err);
+        continue;
+      }
+      try {
+        const nc = this.conn();
+        const subject = topicToSubject(this.prefix, topic);
+        for (let i = 0; i < batch.length; i++) nc.publish(subject, encodeBrokerFrame(first.seq + i, first.epoch, batch[i].exclude, this.node, batch[i].payload));
+      } catch (err) {
+        for (const p of batch) p.reject(err);
+        continue;
+      }
+      // Core publishes are fire-and-forget: answer only once the server has processed them (a
+      // PING sent after them was answered), so an acked message never died in a socket buffer.
+      this.confirm().then(
+        () => batch.forEach((p, i) => p.resolve({ seq: first.seq + i, epoch: first.epoch })),
+        (err: unknown) => batch.forEach((p) => p.reject(err)),
+      );
+    }
+    this.queues.delete(topic);
   }
 
   subscribe(pattern: string): void {
@@ -344,10 +387,10 @@ export class NatsBroker implements Broker {
     }
   }
 
-  private async publishNow(topic: string, payload: Uint8Array, exclude: number): Promise<BrokerPublishResult> {
+  /** Reserves `n` consecutive seqs of `topic` (one KV update with the expected revision); returns the first. */
+  private async reserve(topic: string, n: number): Promise<StreamPosition> {
     const kv = this.store();
     const key = this.key(topic);
-    let pos: StreamPosition;
     // The last counter this node wrote (or read) for the topic: try it first, read on a conflict.
     let cur: Counter | null | undefined = this.counters.get(topic);
     for (;;) {
@@ -357,26 +400,21 @@ export class NatsBroker implements Broker {
       }
       try {
         if (cur === null) {
-          pos = { seq: 1, epoch: newId() };
-          const rev = await kv.create(key, `${pos.epoch}|1`);
-          this.remember(topic, { ...pos, rev });
-        } else {
-          pos = { seq: cur.seq + 1, epoch: cur.epoch };
-          const rev = await kv.update(key, `${pos.epoch}|${pos.seq}`, cur.rev);
-          this.remember(topic, { ...pos, rev });
+          const epoch = newId();
+          const rev = await kv.create(key, `${epoch}|${n}`);
+          this.remember(topic, { seq: n, epoch, rev });
+          return { seq: 1, epoch };
         }
-        break;
+        const last = cur.seq + n;
+        const rev = await kv.update(key, `${cur.epoch}|${last}`, cur.rev);
+        this.remember(topic, { seq: last, epoch: cur.epoch, rev });
+        return { seq: cur.seq + 1, epoch: cur.epoch };
       } catch (err) {
         this.counters.delete(topic);
         if (!isConflict(err)) throw err;
         cur = undefined;
       }
     }
-    this.conn().publish(topicToSubject(this.prefix, topic), encodeBrokerFrame(pos.seq, pos.epoch, exclude, this.node, payload));
-    // Core publishes are fire-and-forget: answer only once the server has processed this one (a
-    // PING after it was answered), so an acked message is never one that died in a socket buffer.
-    await this.confirm();
-    return pos;
   }
 
   /**
