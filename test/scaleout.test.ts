@@ -7,6 +7,40 @@ import { randomBytes } from 'node:crypto';
 import { createGateway, type CreateGatewayOptions } from '../src/index.js';
 import { connect, startGateway, type Started } from './helpers.js';
 import { freePort, startNats, startRedis, type RunningServer } from './servers.js';
+import { ROOT, ensureBuilt, spawnAtEnd } from './proc.js';
+
+/** A `wiregate start` process on a free port with `args`; resolves once /readyz answers 200. */
+async function nodeProcess(t: TestContext, args: string[]): Promise<{ url: string; http: string }> {
+  ensureBuilt();
+  const port = await freePort();
+  const p = spawnAtEnd(t, process.execPath, ['bin/wiregate.js', 'start', '--host', '127.0.0.1', '--port', String(port), '--workers', '1', '--log.level', 'warn', ...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  const http = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (p.child.exitCode !== null) throw new Error(`node exited ${p.child.exitCode}: ${p.stderr()}`);
+    const ok = await fetch(`${http}/readyz`).then((r) => r.status === 200, () => false);
+    if (ok) return { url: `ws://127.0.0.1:${port}/ws`, http };
+    if (Date.now() > deadline) throw new Error(`node on ${port} not ready: ${p.stderr()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Two processes on one broker: 300 messages published on A reach a subscriber on B in order, once each. */
+async function twoProcesses(t: TestContext, broker: string): Promise<void> {
+  const prefix = `p${randomBytes(4).toString('hex')}:`;
+  const [a, b] = await Promise.all([nodeProcess(t, ['--broker', broker, '--brokerPrefix', prefix]), nodeProcess(t, ['--broker', broker, '--brokerPrefix', prefix])]);
+  const pub = await connect(t, a.url);
+  const sub = await connect(t, b.url);
+  assert.equal((await sub.call(1, 'm/+'))[0], 16);
+  const n = 300;
+  const acks = [];
+  for (let i = 1; i <= n; i++) acks.push(pub.call(3, 'm/x', i));
+  const results = await Promise.all(acks);
+  assert.deepEqual(results.map((r) => r[2]), Array.from({ length: n }, (_, i) => i + 1), 'seq 1..n in publish order');
+  const got: unknown[] = [];
+  for (let i = 0; i < n; i++) got.push(await sub.delivery('m/x'));
+  assert.deepEqual(got, Array.from({ length: n }, (_, i) => [18, 'm/x', i + 1, i + 1]));
+}
 
 let server: RunningServer | null = null;
 let failure = '';
@@ -85,6 +119,10 @@ describe('two gateway nodes on one Redis', { skip }, () => {
     assert.notEqual(list[2][0].client.split(':')[0], list[2][1].client.split(':')[0], 'entries of two nodes');
   });
 
+  test('two wiregate processes: 300 messages published on A arrive on B in order', async (t) => {
+    await twoProcesses(t, `redis://127.0.0.1:${server!.port}`);
+  });
+
   test('a broker that cannot be reached at start: listen() rejects and nothing listens', async (t) => {
     const closed = await freePort();
     const gw = createGateway({ log: { level: 'silent' }, host: '127.0.0.1', port: 0, broker: `redis://127.0.0.1:${closed}` });
@@ -134,6 +172,10 @@ describe('two gateway nodes on one NATS server', { skip: natsSkip }, () => {
     }
     assert.deepEqual(await ca.call(3, 'dev', 'root'), [16, 3, 1]);
     assert.deepEqual(await cb.delivery(), [18, 'dev', 1, 'root'], "'dev/#' also matches 'dev'");
+  });
+
+  test('two wiregate processes: 300 messages published on A arrive on B in order', async (t) => {
+    await twoProcesses(t, `nats://127.0.0.1:${nats!.port}`);
   });
 
   test('what NATS does not offer is refused, not ignored: history and presence at start, retain with 115', async (t) => {
