@@ -15,6 +15,8 @@ const FRAME_BYTES = 16 * 1024;
 /** A connection that lasted this long resets the backoff (a server that accepts and drops at once does not). */
 const STABLE_MS = 5000;
 const OPEN = 1;
+/** Topics a wildcard subscription remembers for its duplicate check (about 100 bytes each). */
+const SEEN_MAX = 10_000;
 
 type Listener = (e: unknown) => void;
 
@@ -93,6 +95,11 @@ class Sub implements Subscription {
     if (!retained && this.exact) {
       if (seq <= this.pos) return null;
       this.pos = seq;
+    }
+    if (!this.exact) {
+      // most recently seen last; a wildcard over very many topics forgets the least recent ones
+      this.seen.delete(topic);
+      if (this.seen.size >= SEEN_MAX) this.seen.delete(this.seen.keys().next().value!);
     }
     this.seen.set(topic, seq);
     const m: Message = { topic, payload, seq, retained, recovered };
