@@ -25,6 +25,7 @@ const arg = (name, dflt) => {
 const CLIENTS = arg('clients', 1000);
 const BUCKET = arg('bucket', 500);
 const CRASH = process.argv.includes('--crash');
+const SETTLE = 6000;
 if (!existsSync(`${root}/dist/client/index.js`)) {
   console.error('reconnect-storm: dist/client/index.js is missing: run `npm run build` first');
   process.exit(2);
@@ -82,7 +83,10 @@ for (let i = 0; i < CLIENTS; i += 100) {
     await c.subscribe(`storm/${i + k}`, () => {});
   }));
 }
-console.log(`${CLIENTS} clients connected and subscribed to ${url}; restarting the gateway (${CRASH ? 'SIGKILL' : 'SIGTERM, drain'})`);
+// connections older than 5 s count as stable: their backoff starts again from the first window,
+// as it does for clients that were connected for a while when a gateway is restarted
+console.log(`${CLIENTS} clients connected and subscribed to ${url}; restarting the gateway in ${SETTLE} ms (${CRASH ? 'SIGKILL' : 'SIGTERM, drain'})`);
+await new Promise((r) => setTimeout(r, SETTLE));
 
 t0 = Date.now();
 gw.child.kill(CRASH ? 'SIGKILL' : 'SIGTERM');

@@ -319,7 +319,11 @@ export class WiregateClient {
     if (this.sock === sock) this.refusal = refusal;
   }
 
-  /** Waits the backoff delay (plus a Retry-After the server asked for), or gives up after maxAttempts. */
+  /**
+   * Waits the backoff delay (plus a Retry-After the server asked for), or gives up after maxAttempts.
+   * `attempt` counts the attempts since the last stable connection, so the n-th waits up to
+   * initialDelay * 2^(n-1).
+   */
   private retry(minDelay: number): void {
     const b = this.backoff;
     if (b === null) {
@@ -335,7 +339,7 @@ export class WiregateClient {
       this.emit('error', err);
       return;
     }
-    this.schedule(minDelay + backoffDelay(this.attempt - 1, b.initialDelay, b.maxDelay));
+    this.schedule(minDelay + backoffDelay(this.attempt, b.initialDelay, b.maxDelay));
   }
 
   private onOnline = (): void => {
