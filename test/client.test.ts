@@ -404,6 +404,18 @@ test('HTTP refusals: 503 with Retry-After delays the next attempt by at least th
   assert.equal(d.state, 'closed');
 });
 
+test('compression: true offers permessage-deflate (Node only), and compressed deliveries decode', async (t) => {
+  const s = await startGateway(t, { compression: { preset: 'fast', threshold: 64 } });
+  const c = client(t, s.url, { compression: true });
+  await c.connect();
+  assert.ok('permessage-deflate' in (sessions(s)[0].ws as unknown as { _extensions: object })._extensions);
+  const got: unknown[] = [];
+  await c.subscribe('z/1', (m) => got.push(m.payload));
+  await c.publish('z/1', { text: 'compressible '.repeat(500) });
+  await until(() => got.length === 1, 'the compressed delivery');
+  assert.deepEqual(got, [{ text: 'compressible '.repeat(500) }]);
+});
+
 test('maxAttempts: the client gives up with DISCONNECTED and says so', async (t) => {
   const c = client(t, `ws://127.0.0.1:${await freePort()}/ws`, { reconnect: { initialDelay: 1, maxDelay: 5, maxAttempts: 3 } });
   const attempts: number[] = [];
