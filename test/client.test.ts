@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { SignJWT } from 'jose';
 import { WiregateClient, ClientError, type ClientEvents, type ClientOptions, type Message } from '../src/client/index.js';
 import { internals } from '../src/gateway.js';
+import { encodeGap } from '../src/protocol/messages.js';
 import { cleanup, closeServer, startGateway, type Owner, type Started } from './helpers.js';
 
 /** A client closed when the test ends; its 'error' events are collected instead of printed. */
@@ -414,6 +415,32 @@ test('compression: true offers permessage-deflate (Node only), and compressed de
   await c.publish('z/1', { text: 'compressible '.repeat(500) });
   await until(() => got.length === 1, 'the compressed delivery');
   assert.deepEqual(got, [{ text: 'compressible '.repeat(500) }]);
+});
+
+test('the GAP a gateway sends when its broker is back: the hole is filled from history, every seq once, in order', async (t) => {
+  const s = await startGateway(t, { history: { topics: ['rooms/#=100'] } });
+  const c = client(t, s.url);
+  const gaps: ClientEvents['gap'][] = [];
+  c.on('gap', (e) => gaps.push(e));
+  await c.connect();
+  const got: Message[] = [];
+  await c.subscribe('rooms/1', (m) => got.push(m));
+  await c.publish('rooms/1', 1);
+  await until(() => got.length === 1, 'the first message');
+  // as during a broker outage: the node's subscription is gone while 2..4 are published, then back
+  const hub = internals(s.gw).hub;
+  const [session] = sessions(s);
+  await hub.unsubscribe(session, 'rooms/1');
+  for (let i = 2; i <= 4; i++) await s.gw.publish('rooms/1', i);
+  await hub.subscribe(session, 'rooms/1');
+  session.send(encodeGap('rooms/1', 0));
+  await s.gw.publish('rooms/1', 5); // live, right behind the GAP: waits for the fill
+  await until(() => got.length >= 5 && gaps.length === 1, 'the fill');
+  assert.deepEqual(got.map((m) => m.seq), [1, 2, 3, 4, 5]);
+  assert.deepEqual(got.slice(1, 4).map((m) => m.recovered), [true, true, true]);
+  assert.deepEqual(gaps, [{ topic: 'rooms/1', dropped: 0, recovered: true }]);
+  await c.publish('rooms/1', 6);
+  await until(() => got.length === 6, 'live again');
 });
 
 test('maxAttempts: the client gives up with DISCONNECTED and says so', async (t) => {

@@ -46,6 +46,8 @@ class Sub implements Subscription {
   readonly seen = new Map<string, number>();
   /** The subscribe() call until the server first confirms it. */
   call: Call | null = null;
+  /** While a broker GAP is being filled from history: the live messages that arrived meanwhile. */
+  hold: Array<[topic: string, seq: number, payload: unknown, flags: number]> | null = null;
   active = true;
 
   constructor(
@@ -674,26 +676,93 @@ export class WiregateClient {
       }
       case MsgType.MESSAGE: {
         const topic = m[1] as string;
-        const seq = m[2] as number;
         const flags = typeof m[4] === 'number' ? m[4] : 0;
         for (const sub of [...this.subs.values()]) {
           if (!sub.active || !topicMatches(sub.pattern, topic)) continue;
-          const msg = sub.offer(topic, seq, m[3], flags);
-          if (msg === null) continue;
-          try {
-            sub.handler(msg);
-          } catch (err) {
-            this.emit('error', err as Error);
-          }
+          if (sub.hold !== null) sub.hold.push([topic, m[2] as number, m[3], flags]);
+          else this.deliver(sub, topic, m[2] as number, m[3], flags);
         }
         return;
       }
-      case MsgType.GAP:
-        return this.emit('gap', { topic: m[1] as string, dropped: m[2] as number });
+      case MsgType.GAP: {
+        const topic = m[1] as string;
+        const dropped = m[2] as number;
+        const sub = dropped === 0 ? this.subs.get(topic) : undefined;
+        if (sub !== undefined && sub.active) return this.brokerGap(sub);
+        return this.emit('gap', { topic, dropped, recovered: false });
+      }
       case MsgType.PRESENCE_EVENT:
         return this.emit('presence', { topic: m[1] as string, kind: m[2] === 1 ? 'join' : 'leave', entry: m[3] as PresenceEntry });
       default: // PONG (any frame counts as life) and types a later version may add
     }
+  }
+
+  private deliver(sub: Sub, topic: string, seq: number, payload: unknown, flags: number): void {
+    const msg = sub.offer(topic, seq, payload, flags);
+    if (msg === null) return;
+    try {
+      sub.handler(msg);
+    } catch (err) {
+      this.emit('error', err as Error);
+    }
+  }
+
+  /**
+   * GAP `[21, pattern, 0]`: the gateway lost its broker and has it back; messages may have been
+   * missed and the numbering may have restarted under a new epoch (docs/delivery.md, "When the
+   * broker is lost"). A topic with a known position is filled from HISTORY `since` while its live
+   * messages wait; anything else forgets the numbers it saw. The 'gap' event says which it was.
+   */
+  private brokerGap(sub: Sub): void {
+    if (sub.hold !== null) return; // a fill is running: it reads up to the present anyway
+    if (!sub.exact || sub.epoch === undefined || sub.opts.recover === false) {
+      sub.seen.clear();
+      sub.epoch = undefined;
+      sub.pos = 0;
+      return this.emit('gap', { topic: sub.pattern, dropped: 0, recovered: false });
+    }
+    sub.hold = [];
+    this.fill(sub, { seq: sub.pos, epoch: sub.epoch });
+  }
+
+  private fill(sub: Sub, since: StreamPosition): void {
+    this.call([MsgType.HISTORY, this.id(), sub.pattern, { since }], this.requestTimeout, false).then(
+      (r) => {
+        if (!sub.active || sub.hold === null) return;
+        const page = r as { seq: number; epoch: string; complete: boolean; more: boolean; messages: [number, number, unknown][] };
+        if (page.epoch === sub.epoch && page.complete) {
+          for (const [seq, , payload] of page.messages) this.deliver(sub, sub.pattern, seq, payload, 2);
+          if (page.more && page.messages.length > 0) return this.fill(sub, { seq: page.messages[page.messages.length - 1][0], epoch: page.epoch });
+          return this.release(sub, true);
+        }
+        // lost: the history no longer has them, or a new epoch numbers the topic from 1 again
+        if (page.epoch !== sub.epoch) {
+          sub.seen.clear();
+          sub.epoch = page.epoch;
+          sub.pos = 0;
+        }
+        this.release(sub, false);
+      },
+      (err: ClientError) => {
+        if (err.code === 'DISCONNECTED' || err.code === 'CLOSED') {
+          // the resubscription with since (from the position before the hole) takes over
+          sub.hold = null;
+          return;
+        }
+        sub.seen.clear();
+        sub.epoch = undefined;
+        sub.pos = 0;
+        this.release(sub, false);
+      },
+    );
+  }
+
+  /** Hands over what arrived while a fill was running, then says whether the hole was filled. */
+  private release(sub: Sub, recovered: boolean): void {
+    const held = sub.hold ?? [];
+    sub.hold = null;
+    for (const [topic, seq, payload, flags] of held) this.deliver(sub, topic, seq, payload, flags);
+    this.emit('gap', { topic: sub.pattern, dropped: 0, recovered });
   }
 
   // ---- subscriptions ----------------------------------------------------------------------------

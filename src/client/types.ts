@@ -77,8 +77,13 @@ export interface ClientEvents {
   disconnected: { code: number; reason: string; reconnect: boolean };
   resubscribed: { subscriptions: { pattern: string; recovered: boolean; error?: Error }[] };
   presence: { topic: string; kind: 'join' | 'leave'; entry: PresenceEntry };
-  /** GAP: the server skipped `dropped` messages of `topic` for this slow client. */
-  gap: { topic: string; dropped: number };
+  /**
+   * GAP: the server skipped `dropped` messages of `topic` for this slow client (`recovered` false);
+   * or, `dropped` 0 and `topic` a subscription's pattern, the gateway had lost its broker: for a
+   * topic with a known position the client filled the hole from history first (`recovered` true:
+   * nothing is missing), otherwise messages may be lost and the numbering may have restarted.
+   */
+  gap: { topic: string; dropped: number; recovered: boolean };
   error: Error;
 }
 

@@ -1,7 +1,8 @@
-// The client's liveness check with mocked time: deadlines are wall-clock times, so a timer that
-// fires a minute late (a throttled background tab, a machine that slept) finds a dead link on its
-// first firing, and never condemns a link that answered. A fake WebSocket stands in for the
-// network (the real-socket case is in client.test.ts, "liveness").
+// The client against a fake WebSocket, where the test plays the server: liveness with mocked time
+// (deadlines are wall-clock times, so a timer that fires a minute late, as in a throttled
+// background tab or after a machine slept, finds a dead link on its first firing and never
+// condemns a link that answered), and the broker-outage GAP when the numbering restarted under a
+// new epoch. The real-socket cases are in client.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { WiregateClient, type ClientEvents, type SocketLike } from '../src/client/index.js';
@@ -112,5 +113,81 @@ test('liveness: an answer in time keeps the connection; no answer within the tim
   t.mock.timers.tick(1);
   assert.deepEqual(lost, [{ code: 1006, reason: 'ping timeout', reconnect: false }]);
   assert.equal(c.state, 'disconnected');
+  await c.close();
+});
+
+/** Opens a client on a fake socket; returns both. */
+async function fakeClient(): Promise<{ c: WiregateClient; ws: FakeSocket }> {
+  FakeSocket.all = [];
+  const c = new WiregateClient('ws://fake/ws', { WebSocket: FakeSocket, ping: false, reconnect: false });
+  const connected = c.connect();
+  FakeSocket.all[0].open();
+  await connected;
+  return { c, ws: FakeSocket.all[0] };
+}
+
+/** The last message the client sent, once its writes are flushed. */
+async function lastSent(ws: FakeSocket): Promise<unknown[]> {
+  await microtasks();
+  return ws.sent.at(-1) as unknown[];
+}
+
+test('broker GAP [21, pattern, 0] on a wildcard: the numbers seen are forgotten, so a restarted numbering is delivered', async () => {
+  const { c, ws } = await fakeClient();
+  const got: string[] = [];
+  const gaps: ClientEvents['gap'][] = [];
+  c.on('gap', (e) => gaps.push(e));
+  const subscribed = c.subscribe('dev/+', (m) => got.push(`${m.topic}:${m.seq}`));
+  const [, id] = await lastSent(ws);
+  ws.receive([16, id]);
+  await subscribed;
+  ws.receive([18, 'dev/1', 7, 'a']);
+  ws.receive([18, 'dev/1', 7, 'a']); // a repeat is dropped
+  ws.receive([21, 'dev/+', 0]);
+  ws.receive([18, 'dev/1', 1, 'new epoch']);
+  ws.receive([21, 'dev/1', 3]); // a slow-consumer GAP on a topic: reported, numbers kept
+  ws.receive([18, 'dev/1', 1, 'repeat']);
+  assert.deepEqual(got, ['dev/1:7', 'dev/1:1']);
+  assert.deepEqual(gaps, [
+    { topic: 'dev/+', dropped: 0, recovered: false },
+    { topic: 'dev/1', dropped: 3, recovered: false },
+  ]);
+  await c.close();
+});
+
+test('broker GAP on a topic with a position: HISTORY since fills the hole while live messages wait; a new epoch starts over', async () => {
+  const { c, ws } = await fakeClient();
+  const got: string[] = [];
+  const gaps: ClientEvents['gap'][] = [];
+  c.on('gap', (e) => gaps.push(e));
+  const subscribed = c.subscribe('chat/1', (m) => got.push(`${m.seq}${m.recovered ? 'r' : ''}:${String(m.payload)}`));
+  const [, id] = await lastSent(ws);
+  ws.receive([16, id, { seq: 0, epoch: 'A' }]);
+  const sub = await subscribed;
+  ws.receive([18, 'chat/1', 1, 'a']);
+  ws.receive([18, 'chat/1', 2, 'b']);
+
+  // same epoch, messages 3 and 4 missed: filled from history; 5 arrives live meanwhile and waits
+  ws.receive([21, 'chat/1', 0]);
+  const history = await lastSent(ws);
+  assert.deepEqual(history.slice(0, 1).concat(history.slice(2)), [7, 'chat/1', { since: { seq: 2, epoch: 'A' } }]);
+  ws.receive([18, 'chat/1', 5, 'e']);
+  assert.deepEqual(got, ['1:a', '2:b'], 'live messages wait for the fill');
+  ws.receive([16, history[1], { seq: 5, epoch: 'A', complete: true, more: false, messages: [[3, 0, 'c'], [4, 0, 'd'], [5, 0, 'e']] }]);
+  await microtasks();
+  assert.deepEqual(got, ['1:a', '2:b', '3r:c', '4r:d', '5r:e']);
+  assert.deepEqual(gaps, [{ topic: 'chat/1', dropped: 0, recovered: true }]);
+
+  // the broker came back empty: epoch B numbers from 1 again
+  ws.receive([21, 'chat/1', 0]);
+  const again = await lastSent(ws);
+  assert.deepEqual(again[3], { since: { seq: 5, epoch: 'A' } });
+  ws.receive([18, 'chat/1', 1, 'B1']);
+  ws.receive([16, again[1], { seq: 1, epoch: 'B', complete: false, more: false, messages: [] }]);
+  await microtasks();
+  ws.receive([18, 'chat/1', 2, 'B2']);
+  assert.deepEqual(got.slice(5), ['1:B1', '2:B2']);
+  assert.deepEqual(sub.position, { seq: 2, epoch: 'B' });
+  assert.deepEqual(gaps[1], { topic: 'chat/1', dropped: 0, recovered: false });
   await c.close();
 });
