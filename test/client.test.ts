@@ -338,6 +338,21 @@ test('close() fails queued publishes and waiting calls with CLOSED', async (t) =
   assert.equal(c.state, 'closed');
 });
 
+test('a publish without ack just before close() still goes out, ahead of the close frame', async (t) => {
+  const s = await startGateway(t);
+  const sub = client(t, s.url);
+  await sub.connect();
+  const got: unknown[] = [];
+  await sub.subscribe('last/words', (m) => got.push(m.payload));
+  const c = client(t, s.url);
+  await c.connect();
+  const sent = c.publish('last/words', 'bye', { ack: false });
+  await c.close();
+  await sent;
+  await until(() => got.length === 1, 'the last publish delivered');
+  assert.deepEqual(got, ['bye']);
+});
+
 test('requests time out with TIMEOUT; calls made while disconnected wait for the connection', async (t) => {
   const s = await startGateway(t);
   s.gw.handle('never', () => new Promise(() => {}));

@@ -223,6 +223,8 @@ export class WiregateClient {
   close(): Promise<void> {
     if (this._state === 'closed') return Promise.resolve();
     const wasConnected = this._state === 'connected';
+    // what this turn wrote (a publish without ack just before close()) still goes out, before the close frame
+    if (wasConnected) this.flush();
     const sock = this.stop(new ClientError('CLOSED', 'client closed'));
     if (wasConnected) this.emit('disconnected', { code: 1000, reason: 'client closed', reconnect: false });
     if (sock === null) return Promise.resolve();
