@@ -26,7 +26,10 @@ if (build.status !== 0) {
   console.error('build failed (tsc -p tsconfig.build.json)');
   process.exit(build.status ?? 1);
 }
-const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=60000', ...files], {
+// The timeout also bounds each test FILE as a whole (each runs in its own process): 120 s, so that
+// the multi-process files (workers, scale-out, browser, CLI) keep room on a loaded 2-core runner
+// while a hung test still fails the run within two minutes.
+const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=120000', ...files], {
   stdio: 'inherit',
   env: { ...process.env, NODE_ENV: 'test' },
 });

@@ -6,7 +6,7 @@
 // first is down). Chromium is Debian's package (scripts/install-test-tools.sh), found as in
 // interop.test.ts; without it, or without redis-server, the test is skipped with the reason,
 // except under CI=true, where it fails. A screenshot of the page goes to test-artifacts/.
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -17,27 +17,15 @@ import { chromium, type Page } from 'playwright-core';
 import { createGateway, type CreateGatewayOptions, type Gateway } from '../src/index.js';
 import { cleanup, connect, startGateway } from './helpers.js';
 import { ROOT } from './proc.js';
-import { freePort, startRedis, type RunningServer } from './servers.js';
+import { freePort, serverForFile, startRedis } from './servers.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const haveChromium = existsSync(CHROMIUM);
 if (!haveChromium && process.env.CI) throw new Error(`browser test needs chromium (${CHROMIUM}); scripts/install-test-tools.sh installs it with apt-get`);
 
-let redis: RunningServer | null = null;
-let redisFailure = '';
-if (haveChromium) {
-  try {
-    redis = await startRedis();
-  } catch (err) {
-    redisFailure = err instanceof Error ? err.message : String(err);
-  }
-}
-if (redis !== null) {
-  const running = redis;
-  after(() => running.stop());
-}
-const skip = !haveChromium ? `not installed: chromium (${CHROMIUM})` : redis === null ? (process.env.CI === 'true' ? false : `cannot start redis-server: ${redisFailure}`) : false;
+const { server: redis, failure: redisFailure, skip: redisSkip } = haveChromium ? await serverForFile('redis-server', startRedis) : { server: null, failure: '', skip: false as const };
+const skip = !haveChromium ? `not installed: chromium (${CHROMIUM})` : redisSkip;
 
 /** The browser bundle the page loads: built by `npm run build`; rebuilt here when missing or older than the client's sources. */
 function ensureBundle(): void {

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { killAtEnd } from './proc.js';
+import { ROOT, ensureBuilt, killAtEnd } from './proc.js';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,11 +12,14 @@ import { connect } from './helpers.js';
 import { parseStartArgs, describeStartError, EXIT } from '../src/cli/main.js';
 import { ConfigError } from '../src/config/index.js';
 
-// The CLI runs from TypeScript sources through tsx, exactly like bin/wiregate.js runs dist/.
-const CLI = ['--import', 'tsx', '-e', "import('./src/cli/main.ts').then((m) => m.main(process.argv.slice(1)))"];
+// The CLI as installed: bin/wiregate.js on dist/ (scripts/run-tests.mjs builds it first; ensureBuilt
+// covers a run of this file alone). Through tsx each start took seconds, which a loaded machine
+// stretched past the per-file timeout.
+ensureBuilt();
+const CLI = [join(ROOT, 'bin/wiregate.js')];
 
 function cli(args: string[], env: Record<string, string> = {}) {
-  return spawn(process.execPath, [...CLI, '--', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  return spawn(process.execPath, [...CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 test('flag parsing: dotted, kebab-case, short and boolean flags', () => {
@@ -48,14 +51,14 @@ test('flag parsing: dotted, kebab-case, short and boolean flags', () => {
 
 test('--help / -h print usage and exit 0 for every command; unknown options exit 2 with one line', () => {
   for (const args of [['--help'], ['-h'], ['help'], [], ['start', '--help'], ['start', '-h'], ['start', '--port=99999', '--help'], ['bench', '--help'], ['bench', '-h']]) {
-    const r = spawnSync(process.execPath, [...CLI, '--', ...args], { encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [...CLI, ...args], { encoding: 'utf8' });
     assert.equal(r.status, 0, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stdout, /^Usage/, args.join(' '));
     assert.equal(r.stderr, '', args.join(' '));
   }
-  const top = spawnSync(process.execPath, [...CLI, '--', '--help'], { encoding: 'utf8' });
+  const top = spawnSync(process.execPath, [...CLI, '--help'], { encoding: 'utf8' });
   assert.match(top.stdout, /Exit codes:[^]*\n {2}3 {2}cannot start/);
-  const start = spawnSync(process.execPath, [...CLI, '--', 'start', '--help'], { encoding: 'utf8' });
+  const start = spawnSync(process.execPath, [...CLI, 'start', '--help'], { encoding: 'utf8' });
   assert.match(start.stdout, /-p, --port <n>/);
   assert.match(start.stdout, /Exit codes:/);
   for (const [args, line] of [
@@ -65,7 +68,7 @@ test('--help / -h print usage and exit 0 for every command; unknown options exit
     [['--nope'], 'wiregate: unknown option --nope (see wiregate --help)'],
     [['stop'], "wiregate: unknown command 'stop' (see wiregate --help)"],
   ] as const) {
-    const r = spawnSync(process.execPath, [...CLI, '--', ...args], { encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [...CLI, ...args], { encoding: 'utf8' });
     assert.equal(r.status, 2, args.join(' '));
     assert.equal(r.stderr, line + '\n');
     assert.equal(r.stdout, '');
@@ -128,7 +131,7 @@ test('--print-config merges file, env and flags and redacts secrets', () => {
   try {
     const file = join(dir, 'wg.json');
     writeFileSync(file, JSON.stringify({ port: 1111, heartbeat: { interval: 1234 }, httpPublish: { apiKey: 'topsecret' } }));
-    const r = spawnSync(process.execPath, [...CLI, '--', 'start', '--config', file, '--print-config', '--port=2222'], {
+    const r = spawnSync(process.execPath, [...CLI, 'start', '--config', file, '--print-config', '--port=2222'], {
       env: { ...process.env, WIREGATE_HEARTBEAT_TIMEOUT: '777' },
       encoding: 'utf8',
     });
@@ -145,7 +148,7 @@ test('--print-config merges file, env and flags and redacts secrets', () => {
 });
 
 test('invalid config exits 2 with a precise message', () => {
-  const r = spawnSync(process.execPath, [...CLI, '--', 'start', '--port=99999'], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [...CLI, 'start', '--port=99999'], { encoding: 'utf8' });
   assert.equal(r.status, 2);
   assert.match(r.stderr, /invalid config port \(from flag --port\): must be <= 65535, got 99999/);
 });

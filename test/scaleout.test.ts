@@ -1,12 +1,12 @@
 // Several gateway nodes as one gateway over Redis (broker.url): messages, sequence numbers,
 // recovery and presence across nodes, on a redis-server this file starts itself. Without
 // redis-server the file is skipped (with the reason), except under CI=true, where it fails.
-import { after, describe, test, type TestContext } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createGateway, type CreateGatewayOptions } from '../src/index.js';
 import { connect, startGateway, type Started } from './helpers.js';
-import { freePort, startNats, startRedis, type RunningServer } from './servers.js';
+import { freePort, serverForFile, startNats, startRedis } from './servers.js';
 import { ROOT, ensureBuilt, spawnAtEnd } from './proc.js';
 
 /** A `wiregate start` process on a free port with `args`; resolves once /readyz answers 200. */
@@ -42,17 +42,7 @@ async function twoProcesses(t: TestContext, broker: string): Promise<void> {
   assert.deepEqual(got, Array.from({ length: n }, (_, i) => [18, 'm/x', i + 1, i + 1]));
 }
 
-let server: RunningServer | null = null;
-let failure = '';
-try {
-  server = await startRedis();
-} catch (err) {
-  failure = err instanceof Error ? err.message : String(err);
-}
-if (server !== null) {
-  const running = server;
-  after(() => running.stop());
-}
+const { server, failure, skip } = await serverForFile('redis-server', startRedis);
 
 function node(t: TestContext, prefix: string, options: CreateGatewayOptions = {}): Promise<Started> {
   return startGateway(t, {
@@ -64,7 +54,6 @@ function node(t: TestContext, prefix: string, options: CreateGatewayOptions = {}
   });
 }
 
-const skip = server === null ? (process.env.CI === 'true' ? false : `cannot start redis-server: ${failure}`) : false;
 
 describe('two gateway nodes on one Redis', { skip }, () => {
   test('redis-server is available (CI=true needs it)', () => {
@@ -134,18 +123,7 @@ describe('two gateway nodes on one Redis', { skip }, () => {
 
 // ---- NATS: messages and sequence numbers across nodes; no history, retained values or presence ----
 
-let nats: RunningServer | null = null;
-let natsFailure = '';
-try {
-  nats = await startNats();
-} catch (err) {
-  natsFailure = err instanceof Error ? err.message : String(err);
-}
-if (nats !== null) {
-  const running = nats;
-  after(() => running.stop());
-}
-const natsSkip = nats === null ? (process.env.CI === 'true' ? false : `cannot start nats-server: ${natsFailure}`) : false;
+const { server: nats, failure: natsFailure, skip: natsSkip } = await serverForFile('nats-server', startNats);
 
 describe('two gateway nodes on one NATS server', { skip: natsSkip }, () => {
   const natsNode = (t: TestContext, prefix: string, options: CreateGatewayOptions = {}) =>

@@ -5,6 +5,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
+import { after } from 'node:test';
 import { join } from 'node:path';
 
 export interface RunningServer {
@@ -93,4 +94,24 @@ export function startRedis(port?: number): Promise<RunningServer> {
 /** A nats-server with JetStream (its store in a new temporary directory) on a free port, or on `port`. */
 export function startNats(port?: number): Promise<RunningServer> {
   return startServer('nats-server', findBinary('nats-server', '/usr/sbin/nats-server'), (port, dir) => ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir], (port) => answers(port, null, 'INFO'), port);
+}
+
+export interface FileServer {
+  server: RunningServer | null;
+  /** Why it could not start ('' when it did). */
+  failure: string;
+  /** The skip reason for the tests that need it: false when it runs, and under CI=true (so they fail instead). */
+  skip: string | false;
+}
+
+/** A server for a whole test file, stopped when the file's tests are done (`after`). */
+export async function serverForFile(name: string, start: () => Promise<RunningServer>): Promise<FileServer> {
+  try {
+    const server = await start();
+    after(() => server.stop());
+    return { server, failure: '', skip: false };
+  } catch (err) {
+    const failure = err instanceof Error ? err.message : String(err);
+    return { server: null, failure, skip: process.env.CI === 'true' ? false : `cannot start ${name}: ${failure}` };
+  }
 }

@@ -3,28 +3,16 @@
 // /metrics, the worker list of /info, replacement of a crashed worker, drain on SIGTERM / SIGINT,
 // and the starts that must fail at once. Without redis-server the file is skipped (with the
 // reason), except under CI=true, where it fails.
-import { after, before, describe, test, type TestContext } from 'node:test';
+import { before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { connect, type Client } from './helpers.js';
 import { ROOT, ensureBuilt, killAtEnd } from './proc.js';
-import { freePort, startRedis, type RunningServer } from './servers.js';
+import { freePort, serverForFile, startRedis } from './servers.js';
 
-let server: RunningServer | null = null;
-let failure = '';
-try {
-  server = await startRedis();
-} catch (err) {
-  failure = err instanceof Error ? err.message : String(err);
-}
-if (server !== null) {
-  const running = server;
-  after(() => running.stop());
-}
-
-const skip = server === null ? (process.env.CI === 'true' ? false : `cannot start redis-server: ${failure}`) : false;
+const { server, failure, skip } = await serverForFile('redis-server', startRedis);
 
 type Log = Record<string, unknown>;
 
