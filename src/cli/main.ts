@@ -30,7 +30,7 @@ const EXIT_CODES = `Exit codes:
   3  cannot start: cannot listen on the address (in use, permission denied, ...)`;
 
 const USAGE = `Usage:
-  wiregate start [options]            start the gateway (embedded in-memory broker)
+  wiregate start [options]            start the gateway (in-memory broker; --broker redis:// or nats://)
   wiregate bench <scenario> [...]     run benchmarks (source checkout only; see docs/benchmarks.md)
   wiregate sub <pattern>              subscribe and print messages as JSON lines
   wiregate pub <topic> <json|@file|-> publish a JSON value, a file, or stdin lines
