@@ -167,5 +167,11 @@ describe('two gateway nodes on one NATS server', { skip: natsSkip }, () => {
     const c = await connect(t, a.url);
     const r = await c.call(3, 'a/b', 1, { retain: true });
     assert.deepEqual([r[0], r[2], r[3]], [17, 115, 'the broker keeps no retained messages']);
+    // resuming with since cannot recover without history: the position and recovered: false, not an error
+    const sub = (await c.call(1, 'a/b', { since: { seq: 0, epoch: 'older' } })) as [number, number, { seq: number; epoch: string; recovered: boolean }];
+    assert.deepEqual([sub[0], sub[2].seq, sub[2].recovered], [16, 0, false], 'the refused retain took no seq');
+    assert.equal(typeof sub[2].epoch, 'string');
+    assert.deepEqual(await c.call(3, 'a/b', 2), [16, 3, 1]);
+    assert.deepEqual(await c.delivery('a/b'), [18, 'a/b', 1, 2]);
   });
 });

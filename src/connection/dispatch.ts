@@ -28,7 +28,7 @@ import { isPattern, topicError, type TopicLimits } from '../protocol/topic.js';
 import { historyOptions, subscribeOptions, type HistoryOptions, type SubscribeOptions } from '../protocol/options.js';
 import type { Presence } from '../pubsub/presence.js';
 import { BrokerUnavailable, type Hub } from '../pubsub/hub.js';
-import type { BrokerPublishResult, RetainedMessage } from '../pubsub/broker.js';
+import type { BrokerPublishResult, RetainedMessage, StreamPosition } from '../pubsub/broker.js';
 import type { Credentials } from '../auth/credentials.js';
 import { ReplyError } from '../errors.js';
 import type { Hooks, MethodHandler, Stats } from './core.js';
@@ -262,9 +262,11 @@ export class Dispatcher {
         }
         if (!position && !retained) return ok(s, id);
         const since = o.since;
-        if (since === null) {
+        if (since === null || !ctx.hub.broker.features.history) {
           if (!position) return this.sendRetained(s, id, pattern, null, retained, 0, done);
-          return then(ctx.hub.position(pattern), (pos) => this.sendRetained(s, id, pattern, { seq: pos.seq, epoch: pos.epoch }, retained, pos.seq, done), done);
+          // a broker that keeps no history (NATS) cannot recover: the position, and recovered: false
+          const head = (pos: StreamPosition) => (since === null ? { seq: pos.seq, epoch: pos.epoch } : { seq: pos.seq, epoch: pos.epoch, recovered: false });
+          return then(ctx.hub.position(pattern), (pos) => this.sendRetained(s, id, pattern, head(pos), retained, pos.seq, done), done);
         }
         then(
           ctx.hub.history(pattern, { since, limit: ctx.maxRecover }),

@@ -20,7 +20,8 @@
 //   NATS's 'a.>' does not, so 'a/#' subscribes to both 'P.a.>' and 'P.a' ('#' alone: 'P.>').
 //   Decoding splits the subject after P on '.', percent-decodes each token and joins with '/'.
 //
-// Seq + epoch: KV bucket `<bucket>` (default: derived from P), key = base64url(topic) (KV keys
+// Seq + epoch: KV bucket `<bucket>` (default: derived from P; created in memory storage, since a
+// lost counter only means a new epoch; an existing bucket is used as it is), key = base64url(topic) (KV keys
 // allow only [-/_=.A-Za-z0-9]), value = `<epoch>|<seq>`. publish reads the entry and writes
 // seq + 1 with an expected revision (kv.update; kv.create when absent or deleted, with a fresh
 // random epoch and seq 1), retrying on a revision conflict: that makes the seq atomic across
@@ -52,8 +53,13 @@
 // pattern are not handed over: `filters` is honestly true. `exclude` is handed over only on the
 // node that published (node id in the frame).
 //
+// Reconnection: nats.js reconnects forever (maxReconnectAttempts -1) and re-sends the
+// subscriptions; start()'s onStatus hears of the loss and, after the bucket is opened again and a
+// flush confirmed the re-sent subscriptions, of the recovery. A publish is acked only after a flush
+// round trip that followed it, so an acked message was processed by the server.
+//
 // Not done here: history, retained values, presence (JetStream streams per topic with
-// expected-last-subject-sequence would be the way), stats(), behaviour on reconnection.
+// expected-last-subject-sequence would be the way), stats().
 import { randomBytes } from 'node:crypto';
 import { connect, type NatsConnection, type NodeConnectionOptions, type Subscription } from '@nats-io/transport-node';
 import { Kvm, type KV } from '@nats-io/kv';
@@ -201,7 +207,7 @@ export class NatsBroker implements Broker {
         ...this.opts.nats,
         servers: this.opts.servers,
       });
-      this.kv = await new Kvm(jetstream(this.nc, { timeout })).create(this.bucket, { history: 1 });
+      this.kv = await this.openBucket(this.nc);
       if (onStatus !== undefined) void this.watch(this.nc, onStatus);
     } catch (err) {
       await this.nc?.close().catch(() => undefined);
@@ -223,7 +229,7 @@ export class NatsBroker implements Broker {
         try {
           // The server may have come back without its JetStream store: create the bucket again
           // (a no-op when it is there) and forget the cached counters (a lost key = a new epoch).
-          this.kv = await new Kvm(jetstream(nc, { timeout: this.timeout })).create(this.bucket, { history: 1 });
+          this.kv = await this.openBucket(nc);
           this.counters.clear();
           await nc.flush();
         } catch {
@@ -233,6 +239,21 @@ export class NatsBroker implements Broker {
         up = true;
         onStatus(true, '');
       }
+    }
+  }
+
+  /**
+   * The counters' KV bucket, created in memory storage when absent: a counter lost with a server
+   * restart only means a new epoch (which the design handles), and memory storage halves the
+   * update's cost. A bucket that already exists (another storage, made by hand) is used as it is.
+   */
+  private async openBucket(nc: NatsConnection): Promise<KV> {
+    const kvm = new Kvm(jetstream(nc, { timeout: this.timeout }));
+    try {
+      return await kvm.create(this.bucket, { history: 1, storage: 'memory' } as Parameters<Kvm['create']>[1]);
+    } catch (err) {
+      if (!/different configuration|already in use/i.test(err instanceof Error ? err.message : String(err))) throw err;
+      return kvm.open(this.bucket);
     }
   }
 
