@@ -72,7 +72,6 @@ export class Runtime {
   /** Set in a worker of `wiregate start --workers N` (src/cli/cluster.ts): /metrics and /info then cover every worker. */
   cluster: ClusterLink | null = null;
   private drainingFlag = false;
-  private brokerLostAt = 0;
   private nextId = 1;
   private readonly wss: WebSocketServer;
   private readonly heartbeat: Heartbeat<Session>;
@@ -102,7 +101,7 @@ export class Runtime {
       startTimeout: c.brokerStartTimeout,
       timeout: c.brokerTimeout,
       log: this.log,
-      onChange: (up, reason) => this.brokerChanged(up, reason),
+      onChange: (up, reason, forMs) => this.brokerChanged(up, reason, forMs),
     });
     this.authenticator = c.auth.enabled
       ? createAuthenticator({
@@ -316,9 +315,8 @@ export class Runtime {
    * or is back with this node's subscriptions restored: then every subscription on this node gets
    * GAP `[21, pattern, 0]`, since messages published meanwhile may not have reached it.
    */
-  private brokerChanged(up: boolean, reason: string): void {
+  private brokerChanged(up: boolean, reason: string, forMs: number): void {
     if (!up) {
-      this.brokerLostAt = Date.now();
       this.stats.brokerOutages++;
       this.log.error({ reason }, 'broker lost: publishes and subscribes fail with BROKER_UNAVAILABLE until it is back');
       return;
@@ -332,7 +330,7 @@ export class Runtime {
       }
     }
     this.stats.brokerGaps += gaps;
-    this.log.warn({ gaps, downForMs: Date.now() - this.brokerLostAt }, 'broker back: subscriptions restored, GAP sent to every subscription');
+    this.log.warn({ gaps, downForMs: forMs }, 'broker back: subscriptions restored, GAP sent to every subscription');
   }
 
   // ---- upgrade -----------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import { isPattern, topicError, type TopicLimits } from '../protocol/topic.js';
 import { historyOptions, subscribeOptions, type HistoryOptions, type SubscribeOptions } from '../protocol/options.js';
 import type { Presence } from '../pubsub/presence.js';
 import { BrokerUnavailable, type Hub } from '../pubsub/hub.js';
+import { isThenable } from '../util/thenable.js';
 import type { BrokerPublishResult, RetainedMessage, StreamPosition } from '../pubsub/broker.js';
 import type { Credentials } from '../auth/credentials.js';
 import { ReplyError } from '../errors.js';
@@ -457,10 +458,6 @@ function alreadySubscribed(s: Session, id: number, pattern: string): void {
 
 function ok(s: Session, id: number): void {
   if (id !== 0) s.send(encodeResult(id));
-}
-
-function isThenable(v: unknown): v is PromiseLike<unknown> {
-  return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as { then?: unknown }).then === 'function';
 }
 
 /** Runs a hook that may return a value or a promise; calls ok/fail without an extra tick when sync. */

@@ -13,8 +13,8 @@ export interface BrokerHealthOptions {
   /** A ping unanswered for this long (ms) marks the broker down; 0 turns the stall check off. */
   timeout: number;
   log: Logger;
-  /** Called on every change, after hub.up was set. */
-  onChange(up: boolean, reason: string): void;
+  /** Called on every change, after hub.up was set; `forMs`: how long the previous state lasted. */
+  onChange(up: boolean, reason: string, forMs: number): void;
 }
 
 export class BrokerHealth {
@@ -99,9 +99,11 @@ export class BrokerHealth {
       if (!up) this.reason = reason;
       return;
     }
+    const now = Date.now();
+    const lasted = now - this.since;
     this.hub.up = up;
     this.reason = up ? '' : reason;
-    this.since = Date.now();
-    this.opts.onChange(up, reason);
+    this.since = now;
+    this.opts.onChange(up, reason, lasted);
   }
 }

@@ -5,6 +5,7 @@
 import { encodeDelivery } from '../protocol/messages.js';
 import { ErrorCode } from '../protocol/codes.js';
 import { ReplyError } from '../errors.js';
+import { isThenable } from '../util/thenable.js';
 import type {
   Broker,
   BrokerPublishOptions,
@@ -90,16 +91,10 @@ export class Hub {
     return this.broker.start((topic, seq, _epoch, payload, exclude) => this.deliver(topic, seq, payload, exclude), onPresence, onStatus);
   }
 
-  /** Throws BROKER_UNAVAILABLE while the broker is down. */
-  need(): void {
-    if (!this.up) throw new BrokerUnavailable(DOWN);
-  }
-
   /** The broker's answer, with a failure turned into BROKER_UNAVAILABLE (the cause is kept); rejected at once while it is down. */
   private guard<T>(call: () => T | Promise<T>): T | Promise<T> {
     if (!this.up) return Promise.reject(new BrokerUnavailable(DOWN));
-    const r = call();
-    return isPromise(r) ? r.then(undefined, brokerFailed) : r;
+    return brokerAnswer(call());
   }
 
   position(topic: string): StreamPosition | Promise<StreamPosition> {
@@ -124,10 +119,7 @@ export class Hub {
 
   /** Adds `sub` to `pattern` (idempotent per subscriber; the caller tracks its own patterns). */
   subscribe(sub: Subscriber, pattern: string): void | Promise<void> {
-    if (this.trie.add(pattern, sub)) {
-      const r = this.broker.subscribe(pattern);
-      return isPromise(r) ? r.then(undefined, brokerFailed) : r;
-    }
+    if (this.trie.add(pattern, sub)) return brokerAnswer(this.broker.subscribe(pattern));
   }
 
   unsubscribe(sub: Subscriber, pattern: string): void | Promise<void> {
@@ -138,9 +130,8 @@ export class Hub {
   publish(topic: string, payload: Uint8Array, exclude = 0, retain = false): BrokerPublishResult | Promise<BrokerPublishResult> {
     const history = this.historyFor(topic);
     const opts: BrokerPublishOptions = exclude === 0 && history === null && !retain ? PLAIN : { exclude, history, retain };
-    if (!this.up) this.need();
-    const r = this.broker.publish(topic, payload, opts);
-    return isPromise(r) ? r.then(undefined, brokerFailed) : r;
+    if (!this.up) throw new BrokerUnavailable(DOWN);
+    return brokerAnswer(this.broker.publish(topic, payload, opts));
   }
 
   /** Delivers one brokered message to every local subscriber whose pattern matches. */
@@ -198,6 +189,7 @@ function brokerFailed(err: unknown): never {
   throw new BrokerUnavailable('the broker did not complete the operation; try again later', { cause: err });
 }
 
-function isPromise<T>(v: T | Promise<T>): v is Promise<T> {
-  return typeof (v as { then?: unknown } | null)?.then === 'function';
+/** A network broker's answer with its failure turned into BROKER_UNAVAILABLE; a synchronous answer as it is. */
+function brokerAnswer<T>(r: T | Promise<T>): T | Promise<T> {
+  return isThenable(r) ? (r as Promise<T>).then(undefined, brokerFailed) : r;
 }

@@ -6,12 +6,12 @@
 // retained or presence, so those cases are skipped. Without nats-server the suite is skipped
 // (with the reason), except under CI=true, where it fails.
 import { randomBytes } from 'node:crypto';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Broker } from '../../src/pubsub/broker.js';
 import { NatsBroker, patternToSubjects, subjectToTopic, topicToSubject } from '../../src/pubsub/nats-broker.js';
 import { brokerConformance } from './conformance.js';
-import { startNats, type RunningServer } from '../servers.js';
+import { serverForFile, startNats } from '../servers.js';
 
 describe('NATS subject mapping', () => {
   it('maps every allowed topic character to a valid token and back', () => {
@@ -30,30 +30,18 @@ describe('NATS subject mapping', () => {
   });
 });
 
-let server: RunningServer | null = null;
-let failure: string | null = null;
-try {
-  server = await startNats();
-} catch (err) {
-  failure = err instanceof Error ? err.message : String(err);
-}
+const { server, failure, skip } = await serverForFile('nats-server', startNats);
 
 if (server === null) {
-  if (process.env.CI === 'true') {
-    describe('NatsBroker', () => {
-      it('needs a nats-server with JetStream (CI=true)', () => {
-        throw new Error(`cannot start nats-server: ${failure}`);
-      });
+  describe('NatsBroker', () => {
+    // skipped with the reason; under CI=true not skipped, so it fails
+    it('conformance needs a nats-server with JetStream (CI=true)', { skip }, () => {
+      throw new Error(`cannot start nats-server: ${failure}`);
     });
-  } else {
-    describe('NatsBroker', () => {
-      it('conformance', { skip: `cannot start nats-server: ${failure}` }, () => undefined);
-    });
-  }
+  });
 } else {
   const running = server;
   const servers = `nats://127.0.0.1:${running.port}`;
-  after(() => running.stop());
 
   brokerConformance('NatsBroker', {
     features: { history: false, retained: false, presence: false },

@@ -4,36 +4,24 @@
 // so the multi-node cases run. loseState deletes the topic's keys; the broker stays the same.
 // Without redis-server the suite is skipped (with the reason), except under CI=true, where it fails.
 import { randomBytes } from 'node:crypto';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import type { Broker } from '../../src/pubsub/broker.js';
 import { RedisBroker } from '../../src/pubsub/redis-broker.js';
 import { brokerConformance } from './conformance.js';
-import { startRedis, type RunningServer } from '../servers.js';
+import { serverForFile, startRedis } from '../servers.js';
 
-let server: RunningServer | null = null;
-let failure: string | null = null;
-try {
-  server = await startRedis();
-} catch (err) {
-  failure = err instanceof Error ? err.message : String(err);
-}
+const { server, failure, skip } = await serverForFile('redis-server', startRedis);
 
 if (server === null) {
-  if (process.env.CI === 'true') {
-    describe('RedisBroker', () => {
-      it('needs a redis-server (CI=true)', () => {
-        throw new Error(`cannot start redis-server: ${failure}`);
-      });
+  describe('RedisBroker', () => {
+    // skipped with the reason; under CI=true not skipped, so it fails
+    it('conformance needs a redis-server (CI=true)', { skip }, () => {
+      throw new Error(`cannot start redis-server: ${failure}`);
     });
-  } else {
-    describe('RedisBroker', () => {
-      it('conformance', { skip: `cannot start redis-server: ${failure}` }, () => undefined);
-    });
-  }
+  });
 } else {
   const running = server;
   const url = `redis://127.0.0.1:${running.port}`;
-  after(() => running.stop());
 
   const opts = { url, presenceSweep: 20 };
   brokerConformance('RedisBroker', {
